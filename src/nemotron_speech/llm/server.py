@@ -1,0 +1,113 @@
+"""Start a vLLM OpenAI server from a `LaunchSpec`, wait until it is healthy, and stop it cleanly.
+
+Used by `nemotron-speech serve-llm` and by the tests (which start the CPU fixture server once per
+session). Only the standard library is used: the caller's environment need not contain vLLM,
+because vLLM runs as a child process, possibly from another virtual environment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from nemotron_speech.llm.recipe import LaunchSpec
+
+
+class ServerStartError(RuntimeError):
+    """vLLM exited or did not become healthy in time; the message carries the log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (tests run servers side by side)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def is_healthy(base_url: str, timeout: float = 2.0) -> bool:
+    """True when vLLM's `GET /health` answers 200 (it does once the engine has loaded)."""
+    root = base_url.removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class RunningServer:
+    """A vLLM child process and where to reach it."""
+
+    spec: LaunchSpec
+    process: subprocess.Popen
+    log_path: Path | None
+    started_in_s: float
+
+    @property
+    def base_url(self) -> str:
+        return self.spec.base_url
+
+    @property
+    def model(self) -> str:
+        return self.spec.served_model_name
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the whole process group (vLLM forks an engine core), then SIGKILL if needed."""
+        if self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_server(
+    spec: LaunchSpec,
+    *,
+    log_path: Path | None = None,
+    timeout: float = 600.0,
+    extra_env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Launch `spec` in its own process group and block until `/health` is 200.
+
+    Output goes to `log_path` (or is inherited when None, as the CLI wants). Raises
+    `ServerStartError` with the log tail if the process dies or `timeout` seconds pass; the real
+    model can take 10-15 minutes to load on a Spark, the CPU fixture ~25 s.
+    """
+    env = {**os.environ, **spec.env, **(extra_env or {})}
+    out: IO | None = open(log_path, "wb") if log_path else None  # noqa: SIM115 - child owns it
+    t0 = time.monotonic()
+    process = subprocess.Popen(
+        spec.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+    )
+    if out:
+        out.close()
+    server = RunningServer(spec, process, log_path, 0.0)
+    while not is_healthy(spec.base_url):
+        if process.poll() is not None:
+            raise ServerStartError(
+                f"vLLM exited with code {process.returncode}:\n{server.log_tail()}"
+            )
+        if time.monotonic() - t0 > timeout:
+            server.stop()
+            raise ServerStartError(f"vLLM not healthy after {timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.5)
+    server.started_in_s = time.monotonic() - t0
+    return server
