@@ -22,8 +22,8 @@ DEFAULT_PORT = 8000
 # request with chat_template_kwargs={"enable_thinking": true}.
 DEFAULT_CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
-# Parsers built into vLLM (nemotron_v3 since vLLM PR #36393, merged 2026-03-09; present in 0.32 and in
-# NVIDIA's vLLM container 26.05 that the blueprint uses). The seed's
+# Parsers built into vLLM: nemotron_v3 since vLLM PR #36393 (merged 2026-03-09); present in 0.32
+# and in NVIDIA's vLLM container 26.05 that NVIDIA's voice-agent blueprint uses. The seed's
 # `nano_v3` plugin is deprecated by NVIDIA and misroutes non-streamed content when thinking is off
 # by server default, so it is not shipped.
 PARSER_FLAGS = (
@@ -73,7 +73,7 @@ TARGETS: dict[str, Target] = {
     ),
     "x86": Target(
         name="x86",
-        description="x86_64 host with one NVIDIA data-centre GPU (Hopper or newer), shared with ASR",
+        description="x86_64 host, one NVIDIA data-centre GPU (Hopper or newer) shared with ASR",
         default_variant="fp8",
         host="0.0.0.0",
         flags=(

@@ -94,7 +94,10 @@ def start_server(
     out: IO | None = open(log_path, "wb") if log_path else None  # noqa: SIM115 - child owns it
     t0 = time.monotonic()
     process = subprocess.Popen(
-        spec.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+        spec.argv,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
         start_new_session=True,
     )
     if out:

@@ -1,0 +1,206 @@
+"""`nemotron-speech download`: fetch the real model weights into `models/` and check them.
+
+Layout (what the Docker compose file and every service expect; override with --models-dir or
+NEMOTRON_MODELS_DIR):
+
+    models/asr/nemotron-speech-streaming-en-0.6b.nemo
+    models/llm/NVIDIA-Nemotron-3-Nano-30B-A3B-{BF16,FP8,NVFP4}/   (Hugging Face folder)
+    models/tts/kokoro-v1.0.onnx, models/tts/voices-v1.0.bin
+
+Hugging Face downloads resume after interruption and show progress bars (huggingface_hub does
+both); afterwards every file is compared with the size the Hub reports, and with --sha256 also
+with the LFS SHA-256. huggingface_hub is an optional extra (`pip install nemotron-speech[download]`)
+and is imported only when this command runs. Services that need weights call `require_weights`, so
+a missing file always names the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ASR_REPO = "nvidia/nemotron-speech-streaming-en-0.6b"
+ASR_FILE = "nemotron-speech-streaming-en-0.6b.nemo"
+LLM_REPOS = {
+    "bf16": "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+    "fp8": "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8",
+    "nvfp4": "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4",
+}
+# Kokoro-82M ONNX files at the URLs pipecat's KokoroTTSService downloads from itself
+# (pipecat.services.kokoro.tts); fetching them here lets the bot start offline in a container.
+TTS_URLS = {
+    "kokoro-v1.0.onnx": "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0/kokoro-v1.0.onnx",
+    "voices-v1.0.bin": "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0/voices-v1.0.bin",
+}
+WHAT = ("asr", "llm", "tts", "all")
+
+
+def models_dir(path: str | os.PathLike | None = None) -> Path:
+    """The models folder: explicit path, else $NEMOTRON_MODELS_DIR, else ./models."""
+    return Path(path or os.environ.get("NEMOTRON_MODELS_DIR") or "models")
+
+
+def asr_path(root: Path) -> Path:
+    return root / "asr" / ASR_FILE
+
+
+def llm_path(root: Path, variant: str) -> Path:
+    return root / "llm" / LLM_REPOS[variant].split("/")[1]
+
+
+def tts_dir(root: Path) -> Path:
+    return root / "tts"
+
+
+def require_weights(path: str | os.PathLike, what: str, variant: str | None = None) -> Path:
+    """Return `path` if it exists, else raise FileNotFoundError naming the download command."""
+    path = Path(path)
+    if path.exists():
+        return path
+    command = f"nemotron-speech download {what}"
+    if variant:
+        command += f" --llm-variant {variant}"
+    raise FileNotFoundError(f"{what} weights not found at {path}; fetch them with `{command}`")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """What the Hub says a file should be."""
+
+    size: int
+    sha256: str | None  # only for LFS files
+
+
+def remote_manifest(repo_id: str) -> dict[str, RemoteFile]:
+    """Sizes (and LFS SHA-256s) of every file in the repo's main revision, from the Hub API."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    tree = HfApi().list_repo_tree(repo_id, recursive=True, expand=True)
+    return {
+        f.path: RemoteFile(f.size, f.lfs.sha256 if f.lfs else None)
+        for f in tree
+        if isinstance(f, RepoFile)
+    }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(local_dir: Path, manifest: dict[str, RemoteFile], *, hashes: bool) -> list[str]:
+    """Problems found comparing `local_dir` with `manifest` (empty list = all good)."""
+    problems = []
+    for name, want in sorted(manifest.items()):
+        path = local_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != want.size:
+            problems.append(f"{name}: {path.stat().st_size} bytes, expected {want.size}")
+        elif hashes and want.sha256 and sha256_of(path) != want.sha256:
+            problems.append(f"{name}: sha256 differs from the Hub's")
+    return problems
+
+
+def download_asr(root: Path, *, hashes: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(ASR_REPO, ASR_FILE, local_dir=root / "asr")
+    manifest = {ASR_FILE: remote_manifest(ASR_REPO)[ASR_FILE]}
+    _check(root / "asr", manifest, hashes)
+    return asr_path(root)
+
+
+def download_llm(root: Path, variant: str, *, hashes: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    repo = LLM_REPOS[variant]
+    target = llm_path(root, variant)
+    snapshot_download(repo, local_dir=target)
+    _check(target, remote_manifest(repo), hashes)
+    return target
+
+
+def fetch_url(url: str, dest: Path) -> None:
+    """Download `url` to `dest`, resuming a partial `.part` file with an HTTP Range request."""
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        if r.status != 206:  # server ignored the range: start over
+            have = 0
+        total = have + int(r.headers.get("Content-Length", 0))
+        with open(part, "ab" if have else "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+                have += len(block)
+                print(f"\r{dest.name}: {have / 1e6:.1f}/{total / 1e6:.1f} MB", end="", flush=True)
+    print()
+    if total and have != total:
+        raise OSError(f"{dest.name}: got {have} bytes, expected {total}; run the command again")
+    part.rename(dest)
+
+
+def download_tts(root: Path) -> Path:
+    target = tts_dir(root)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, url in TTS_URLS.items():
+        if not (target / name).exists():
+            fetch_url(url, target / name)
+    return target
+
+
+def _check(local_dir: Path, manifest: dict[str, RemoteFile], hashes: bool) -> None:
+    problems = verify(local_dir, manifest, hashes=hashes)
+    if problems:
+        raise OSError(f"{local_dir} does not match the Hub:\n  " + "\n  ".join(problems))
+    print(f"verified {len(manifest)} file(s) in {local_dir} ({'sha256' if hashes else 'sizes'})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", nargs="?", default="all", choices=WHAT)
+    parser.add_argument(
+        "--llm-variant",
+        choices=sorted(LLM_REPOS),
+        default="nvfp4",
+        help="LLM checkpoint: nvfp4 for DGX Spark / Blackwell (default), fp8 for "
+        "Hopper/Ada, bf16 for full precision (~60 GB)",
+    )
+    parser.add_argument(
+        "--models-dir",
+        default=None,
+        help="where to put the weights (default $NEMOTRON_MODELS_DIR or ./models)",
+    )
+    parser.add_argument(
+        "--sha256",
+        action="store_true",
+        help="also hash every LFS file against the Hub (slow for the LLM)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    root = models_dir(args.models_dir)
+    try:
+        import huggingface_hub  # noqa: F401 - fail early with an install hint
+    except ImportError:
+        print(
+            "download needs huggingface_hub: pip install 'nemotron-speech[download]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.what in ("asr", "all"):
+        print("ASR:", download_asr(root, hashes=args.sha256))
+    if args.what in ("llm", "all"):
+        print("LLM:", download_llm(root, args.llm_variant, hashes=args.sha256))
+    if args.what in ("tts", "all"):
+        print("TTS:", download_tts(root))
+    return 0

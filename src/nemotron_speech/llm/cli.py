@@ -1,0 +1,107 @@
+"""`nemotron-speech serve-llm`: print and run the vLLM command for a target, wait for /health.
+
+    nemotron-speech serve-llm --target spark              # real model from models/llm/...
+    nemotron-speech serve-llm --target x86 --llm-variant fp8 --dry-run
+    nemotron-speech serve-llm --target cpu-fixture --python /work/vllm-venv/bin/python
+
+The command is printed before it runs so users can copy it into their own launchers. After
+`/health` answers, the server keeps running in the foreground until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from nemotron_speech.llm.recipe import DEFAULT_PORT, TARGETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=sorted(TARGETS), default="spark")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder or HF repo id (default: the downloaded checkpoint under "
+        "--models-dir, or the built fixture for cpu-fixture)",
+    )
+    parser.add_argument(
+        "--llm-variant",
+        choices=["bf16", "fp8", "nvfp4"],
+        default=None,
+        help="checkpoint variant (default: nvfp4 on spark, fp8 on x86)",
+    )
+    parser.add_argument("--models-dir", default=None)
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--python",
+        default=os.environ.get("NEMOTRON_VLLM_PYTHON"),
+        help="interpreter of the vLLM environment (cpu-fixture; default $NEMOTRON_VLLM_PYTHON)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1200.0,
+        help="seconds to wait for /health (the real model loads for minutes)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    parser.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="after `--`: extra vLLM flags, appended verbatim"
+    )
+
+
+def resolve_model(args: argparse.Namespace) -> str:
+    """The model argument: explicit, else the fixture (built on demand) or the download folder."""
+    from nemotron_speech import download
+
+    if args.model:
+        return args.model
+    if args.target == "cpu-fixture":
+        from nemotron_speech.testing.fixture_llm import ensure_fixture_model
+
+        return str(ensure_fixture_model(python=args.python))
+    variant = args.llm_variant or TARGETS[args.target].default_variant
+    path = download.llm_path(download.models_dir(args.models_dir), variant)
+    if not args.dry_run:
+        download.require_weights(path, "llm", variant)
+    return str(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nemotron_speech.llm.recipe import build_command
+    from nemotron_speech.llm.server import ServerStartError, start_server
+
+    extra = tuple(a for a in args.extra if a != "--")
+    try:
+        spec = build_command(
+            args.target,
+            resolve_model(args),
+            port=args.port,
+            host=args.host,
+            python=args.python,
+            extra_args=extra,
+        )
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(spec.shell(), flush=True)
+    if args.dry_run:
+        return 0
+    try:
+        server = start_server(spec, timeout=args.timeout)
+    except ServerStartError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(
+        f"vLLM healthy after {server.started_in_s:.1f} s: {spec.base_url} "
+        f"(model {spec.served_model_name})",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        return server.process.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        return 0
