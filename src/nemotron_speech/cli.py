@@ -14,10 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("nemotron_speech.asr.cli", "transcribe a WAV file with a streaming .nemo model"),
     "download": ("nemotron_speech.download", "download ASR / LLM / TTS weights into models/"),
-    "serve-llm": (
-        "nemotron_speech.llm.cli",
-        "run vLLM with the Nemotron-3-Nano recipe for a target",
-    ),
+    "serve-llm": ("nemotron_speech.llm.cli", "run vLLM with the Nemotron-3-Nano recipe"),
 }
 
 
