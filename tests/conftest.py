@@ -1,0 +1,24 @@
+"""Shared fixtures: the committed test model, its speech, and engines on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# one thread: on 2 shared cores, two torch threads can make steps 10-30x slower
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+ASSETS = Path(__file__).parent / "assets" / "asr"
+
+
+@pytest.fixture(scope="session")
+def asr_model_path() -> Path:
+    return ASSETS / "tiny-asr.nemo"
+
+
+@pytest.fixture(scope="session")
+def speech_wavs() -> list[Path]:
+    return sorted((ASSETS / "speech").glob("[0-9][0-9].wav"))
