@@ -1,0 +1,112 @@
+"""Command line of the ASR server; SIGTERM and SIGINT shut it down gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from nemotron_speech.server.app import AsrServer, ServerConfig
+
+log = logging.getLogger("nemotron_speech.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig(model=Path())
+    parser = argparse.ArgumentParser(
+        prog="python -m nemotron_speech.server",
+        description="Streaming ASR over WebSocket (protocol: docs/protocol.md).",
+    )
+    parser.add_argument(
+        "--model", type=Path, required=True, help="cache-aware streaming .nemo file"
+    )
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port, help="0 picks a free port")
+    parser.add_argument(
+        "--right-context",
+        type=int,
+        default=None,
+        help="attention right context in 80 ms frames (default: the model's)",
+    )
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--cuda-graph-decoder", action="store_true", help="CUDA-graph RNNT decoding (GPU only)"
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=defaults.max_streams,
+        help="connections beyond this are closed with 1013",
+    )
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("ASR_AUTH_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' (default: $ASR_AUTH_TOKEN)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="close connections silent for this many seconds",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="larger frames close the connection with 1009",
+    )
+    parser.add_argument(
+        "--max-buffered-seconds",
+        type=float,
+        default=defaults.max_buffered_seconds,
+        help="unprocessed audio per stream before it is closed with 1008",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=defaults.shutdown_timeout,
+        help="seconds to wait for each stream's final on shutdown",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser
+
+
+async def _serve(server: AsrServer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    await server.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.log_level != "DEBUG":  # one line per HTTP request and connection is noise
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    if not args.model.is_file():
+        log.error(
+            "model not found: %s (pass --model with a cache-aware streaming .nemo file; "
+            "`nemotron-speech download asr` fetches the default one)",
+            args.model,
+        )
+        return 2
+    options = {k: v for k, v in vars(args).items() if k != "log_level"}
+    server = AsrServer(ServerConfig(**options))
+    try:
+        asyncio.run(_serve(server))
+    except Exception as exc:  # a model that fails to load: say why and exit non-zero
+        log.error("server failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

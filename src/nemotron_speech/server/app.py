@@ -1,0 +1,202 @@
+"""The ASR server: WebSocket streams plus `/health` and `/metrics` on one port.
+
+Built on the `websockets` library (see docs/server.md for why): its `process_request` hook
+answers plain HTTP GETs and checks the bearer token before the WebSocket handshake, so a client
+with a wrong token is refused with 401 before it can send any audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hmac
+import json
+import logging
+import resource
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from nemotron_speech.protocol import CloseCode, Ready
+from nemotron_speech.server.inference import InferenceWorker
+from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `python -m nemotron_speech.server` can set."""
+
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    right_context: int | None = None
+    device: str = "cpu"
+    cuda_graph_decoder: bool = False
+    max_streams: int = 64
+    auth_token: str | None = None
+    idle_timeout: float = 60.0
+    max_message_bytes: int = 256 * 1024  # 8 s of audio in one frame
+    max_buffered_seconds: float = 30.0
+    shutdown_timeout: float = 5.0
+
+
+class Health(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+class AsrServer:
+    """Loads the engine on the inference thread while already answering `/health`."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.health = Health.LOADING
+        self.sessions: set[Session] = set()
+        self._ready_message: Ready | None = None
+        self._worker: InferenceWorker | None = None
+        self._server: Server | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve until `stop()` is called; raises if the model cannot be loaded."""
+        loop = asyncio.get_running_loop()
+        self._worker = InferenceWorker(self._load_engine, self.metrics, loop)
+        config = self.config
+        async with serve(
+            self._handle,
+            config.host,
+            config.port,
+            process_request=self._process_request,
+            max_size=config.max_message_bytes,
+            server_header="nemotron-speech",
+        ) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
+            log.info("listening on ws://%s:%d (loading the model)", config.host, self.port)
+            self._worker.start()
+            engine = await self._worker.loaded
+            self._ready_message = Ready(
+                chunk_ms=engine.chunk_ms, right_context=engine.right_context
+            )
+            self.health = Health.READY
+            log.info(
+                "ready: model=%s device=%s right_context=%d (chunk %.0f ms; supported %s) "
+                "max_streams=%d memory=%s",
+                config.model,
+                engine.device,
+                engine.right_context,
+                engine.chunk_ms,
+                engine.supported_right_contexts,
+                config.max_streams,
+                _memory(engine.device),
+            )
+            await self._stopping.wait()
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        self.health = Health.STOPPING
+        log.info("shutting down: finalizing %d open streams", len(self.sessions))
+        self._server.close(close_connections=False)  # stop accepting; keep the open ones
+        await asyncio.gather(
+            *(s.shutdown(self.config.shutdown_timeout) for s in list(self.sessions)),
+            return_exceptions=True,
+        )
+        await self._server.wait_closed()
+        self._worker.stop()
+        log.info("stopped")
+
+    def _load_engine(self):
+        """Runs on the inference thread: the only place the engine is created."""
+        from nemotron_speech.asr import AsrEngine
+
+        config = self.config
+        engine = AsrEngine.load(
+            config.model,
+            right_context=config.right_context,
+            device=config.device,
+            cuda_graph_decoder=config.cuda_graph_decoder,
+            max_buffered_seconds=config.max_buffered_seconds,
+        )
+        engine.warmup()
+        return engine
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            reason, text = refusal
+            self.metrics.rejected.inc(label=reason)
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, text)
+            return
+        self.metrics.connections.inc()
+        session = Session(
+            websocket, self._worker, self._ready_message, self.metrics, self.config.idle_timeout
+        )
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def _refusal(self) -> tuple[str, str] | None:
+        """Why a new connection cannot have a stream now: (metric label, close reason)."""
+        if self.health is Health.LOADING:
+            return "loading", "server is loading the model; retry when /health says ready"
+        if self.health is Health.STOPPING:
+            return "shutting_down", "server is shutting down"
+        if len(self.sessions) >= self.config.max_streams:
+            return "max_streams", f"server is at its limit of {self.config.max_streams} streams"
+        return None
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            ready = self.health is Health.READY
+            status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+            body = {"status": self.health.value, "streams": len(self.sessions)}
+            return _with_type(
+                connection.respond(status, json.dumps(body) + "\n"), "application/json"
+            )
+        if path == "/metrics":
+            return _with_type(
+                connection.respond(HTTPStatus.OK, self.metrics.render()),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        token = self.config.auth_token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                self.metrics.rejected.inc(label="auth")
+                what = "wrong" if given else "missing"
+                return connection.respond(
+                    HTTPStatus.UNAUTHORIZED,
+                    f"{what} token: send the header 'Authorization: Bearer <token>'\n",
+                )
+        return None
+
+
+def _with_type(response: Response, content_type: str) -> Response:
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def _memory(device) -> str:
+    """Peak resident memory of the process, and the GPU memory torch holds on `device`."""
+    rss = f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    if getattr(device, "type", str(device)) != "cuda":
+        return rss
+    import torch
+
+    return f"{rss}, cuda {torch.cuda.memory_allocated(device) / 2**20:.0f} MiB allocated"

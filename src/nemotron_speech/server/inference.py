@@ -1,0 +1,261 @@
+"""The inference thread: the only code that touches the `AsrEngine`.
+
+The engine is synchronous and not thread-safe, and a model step takes milliseconds to tens of
+milliseconds, so it runs on one dedicated thread and never on the event loop. Connections send it
+commands through a queue; the thread applies every queued command, then runs ONE `engine.step()`
+over all streams that have a full chunk (so all connections' audio is batched into one model
+call), sends the results back to the event loop, and repeats. While the engine has no work the
+thread sleeps on the queue.
+
+Ordering: commands of one stream are applied in the order they were sent, and results reach the
+connection in the order they were produced. While a stream is finalizing (the engine accepts no
+audio then) its later commands wait and are replayed when the final is out, so a client may
+stream the next utterance without waiting for the previous final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemotron_speech.asr import BufferFullError
+from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
+from nemotron_speech.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    """Sent to a connection whose stream the thread had to end; the connection closes with it."""
+
+    code: CloseCode
+    reason: str
+
+
+Event = Transcript | Error | StreamClosed
+Sink = Callable[[Event], None]  # called on the event loop
+
+
+@dataclass(frozen=True)
+class _Open:
+    sink: Sink
+    reply: asyncio.Future
+
+
+@dataclass(frozen=True)
+class _Feed:
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Reset:
+    stream_id: int
+    finalize: bool
+    received_at: float
+
+
+@dataclass(frozen=True)
+class _Close:
+    stream_id: int
+
+
+_STOP = object()
+
+
+@dataclass
+class _Stream:
+    """What the thread keeps per stream besides the engine's own state."""
+
+    sink: Sink
+    finalize_requested_at: float | None = None  # set while a hard finalize is in progress
+    deferred: list[_Feed | _Reset] = field(default_factory=list)  # waiting for the final
+    soft_waiting: int = 0  # soft resets to answer once the stream's backlog is processed
+    failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
+
+
+class InferenceWorker:
+    """Owns the engine on its own thread; every public method is safe to call from the loop."""
+
+    def __init__(
+        self,
+        load_engine: Callable[[], Any],
+        metrics: ServerMetrics,
+        loop: asyncio.AbstractEventLoop,
+    ):
+        self._load_engine = load_engine
+        self._metrics = metrics
+        self._loop = loop
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._streams: dict[int, _Stream] = {}
+        self._thread = threading.Thread(target=self._main, name="asr-inference", daemon=True)
+        self.engine: Any = None
+        self.loaded: asyncio.Future = loop.create_future()  # the engine, or the load error
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def open(self, sink: Sink) -> int:
+        """Open an engine stream whose results go to `sink`; returns its id."""
+        reply = self._loop.create_future()
+        self._commands.put(_Open(sink, reply))
+        return await reply
+
+    def feed(self, stream_id: int, data: bytes) -> None:
+        self._commands.put(_Feed(stream_id, data))
+
+    def reset(self, stream_id: int, finalize: bool) -> None:
+        self._commands.put(_Reset(stream_id, finalize, time.perf_counter()))
+
+    def close(self, stream_id: int) -> None:
+        self._commands.put(_Close(stream_id))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the thread finish its queued commands and exit."""
+        self._commands.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            engine = self._load_engine()
+        except BaseException as exc:  # report every load failure to the loop, then end
+            self._loop.call_soon_threadsafe(_settle, self.loaded, None, exc)
+            return
+        self.engine = engine
+        self._chunk_seconds = engine.chunk_ms / 1000
+        self._loop.call_soon_threadsafe(_settle, self.loaded, engine, None)
+        self._serve()
+
+    def _serve(self) -> None:
+        engine = self.engine
+        while True:
+            # sleep until there is something to do; then take everything queued, so that audio
+            # which arrived during the last step joins the next one
+            command = None if engine.has_work() else self._commands.get()
+            while True:
+                if command is _STOP:
+                    return
+                if command is not None:
+                    self._apply(command)
+                command = self._next_nowait()
+                if command is None:
+                    break
+            if engine.has_work():
+                self._step()
+            self._answer_soft_resets()
+
+    def _next_nowait(self):
+        try:
+            return self._commands.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _apply(self, command) -> None:
+        if isinstance(command, _Open):
+            stream_id = self.engine.open_stream()
+            self._streams[stream_id] = _Stream(command.sink)
+            self._metrics.streams_open.set(self.engine.open_streams)
+            self._loop.call_soon_threadsafe(_settle, command.reply, stream_id, None)
+            return
+        if isinstance(command, _Close):
+            if self._streams.pop(command.stream_id, None) is not None:
+                self.engine.close(command.stream_id)
+            self._metrics.streams_open.set(self.engine.open_streams)
+            return
+        stream = self._streams.get(command.stream_id)
+        if stream is None or stream.failed:
+            return
+        if stream.finalize_requested_at is not None:
+            stream.deferred.append(command)
+        elif isinstance(command, _Feed):
+            self._feed(command.stream_id, stream, command.data)
+        elif command.finalize:
+            self.engine.request_finalize(command.stream_id)
+            stream.finalize_requested_at = command.received_at
+        else:
+            stream.soft_waiting += 1
+
+    def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        try:
+            self.engine.feed(stream_id, data)
+        except BufferFullError as exc:
+            stream.failed = True
+            self._send(stream, Error(f"audio buffer full: {exc}"))
+            self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
+            self._metrics.client_errors.inc(label="buffer_full")
+            return
+        self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
+
+    def _step(self) -> None:
+        try:
+            results = self.engine.step()
+        except Exception:
+            log.exception("engine step failed; closing every stream")
+            for stream_id, stream in list(self._streams.items()):
+                stream.failed = True
+                self._send(stream, Error("internal error in the ASR engine; reconnect"))
+                self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+                self._streams.pop(stream_id)
+                self.engine.close(stream_id)
+            self._metrics.streams_open.set(self.engine.open_streams)
+            return
+        info = self.engine.last_step
+        if info.batch_size:
+            self._metrics.steps.inc()
+            self._metrics.batch_size.observe(info.batch_size)
+            self._metrics.step_seconds.observe(info.seconds)
+        for result in results:
+            stream = self._streams.get(result.stream_id)
+            if stream is not None:
+                self._deliver(result.stream_id, stream, result)
+
+    def _deliver(self, stream_id: int, stream: _Stream, result) -> None:
+        if not result.is_final:
+            self._send(stream, Transcript(result.text))
+            self._metrics.transcripts.inc(label="interim")
+            return
+        self._send(stream, Transcript(result.text, is_final=True, finalize=True))
+        self._metrics.transcripts.inc(label="final")
+        if stream.finalize_requested_at is not None:
+            self._metrics.finalize_seconds.observe(
+                time.perf_counter() - stream.finalize_requested_at
+            )
+        stream.finalize_requested_at = None
+        deferred, stream.deferred = stream.deferred, []
+        for command in deferred:
+            self._apply(command)
+
+    def _answer_soft_resets(self) -> None:
+        """A soft reset answers with the text of all audio received before it, up to the last
+        full chunk; streams with a backlog answer after the steps that process it."""
+        for stream_id, stream in self._streams.items():
+            if stream.soft_waiting and (
+                self.engine.buffered_seconds(stream_id) < self._chunk_seconds
+                or not self.engine.has_work()
+            ):
+                text = self.engine.flush(stream_id)
+                for _ in range(stream.soft_waiting):
+                    self._send(stream, Transcript(text, is_final=True, finalize=False))
+                    self._metrics.transcripts.inc(label="soft_final")
+                stream.soft_waiting = 0
+
+    def _send(self, stream: _Stream, event: Event) -> None:
+        self._loop.call_soon_threadsafe(stream.sink, event)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
