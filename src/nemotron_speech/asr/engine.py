@@ -67,8 +67,14 @@ class AsrEngine:
         self.last_step = StepInfo(0, 0, 0.0)
 
     @classmethod
-    def load(cls, model_path: str | Path, right_context: int | None = None,
-             device: str = "cpu", cuda_graph_decoder: bool = False, **options) -> AsrEngine:
+    def load(
+        cls,
+        model_path: str | Path,
+        right_context: int | None = None,
+        device: str = "cpu",
+        cuda_graph_decoder: bool = False,
+        **options,
+    ) -> AsrEngine:
         """Load a `.nemo` (on the CPU first, then `device`) and build an engine on it."""
         model = load_nemo_model(model_path, device=device, cuda_graph_decoder=cuda_graph_decoder)
         return cls(model, right_context=right_context, **options)
@@ -107,11 +113,12 @@ class AsrEngine:
         stream_id = self._next_id
         self._next_id += 1
         mel = IncrementalLogMel(
-            self._preprocessor, self.geometry.hop_samples, self.geometry.window_samples,
+            self._preprocessor,
+            self.geometry.hop_samples,
+            self.geometry.window_samples,
             self.device,
         )
-        self._streams[stream_id] = StreamState(stream_id, self._slots.acquire(), mel,
-                                               self.geometry)
+        self._streams[stream_id] = StreamState(stream_id, self._slots.acquire(), mel, self.geometry)
         return stream_id
 
     def feed(self, stream_id: int, pcm16: bytes) -> None:
@@ -184,7 +191,8 @@ class AsrEngine:
         for stream, _ in first + later:
             results.extend(self._report(stream))
         self.last_step = StepInfo(
-            len(first) + len(later), int(bool(first)) + int(bool(later)),
+            len(first) + len(later),
+            int(bool(first)) + int(bool(later)),
             time.perf_counter() - started,
         )
         return results
@@ -262,7 +270,8 @@ class AsrEngine:
 
     def warmup(self, seconds: float = 1.0) -> None:
         """Run a stream of synthetic audio through the streaming path (never `transcribe()`,
-        which perturbs later streaming results) so the first real stream pays no first-call costs."""
+        which perturbs later streaming results), so the first real stream pays no first-call
+        costs."""
         samples = 0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
         self.transcribe(samples)
         log.debug("warm-up done on %s", self.device)

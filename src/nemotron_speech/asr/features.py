@@ -1,4 +1,4 @@
-"""Exact incremental log-mel: features computed once per new audio, equal to the whole-utterance ones.
+"""Exact incremental log-mel: features computed once per new audio, equal to whole-utterance ones.
 
 NeMo's preprocessor uses a centred STFT (zero padding of half a window), preemphasis and no
 normalisation for streaming models. Mel frame t covers samples [t*hop - win/2, t*hop + win/2), so

@@ -50,7 +50,7 @@ def load_nemo_model(path: str | Path, device: str = "cpu", cuda_graph_decoder: b
         raise ModelLoadError(f"cannot load {path} as a NeMo model: {exc}") from exc
     _check_cache_aware(model, path)
     model.eval()
-    _configure_decoding(model, cuda_graph_decoder)
+    configure_decoding(model, cuda_graph_decoder)
     return model.to(torch.device(device))
 
 
@@ -70,7 +70,7 @@ def _check_cache_aware(model, path: Path) -> None:
         )
 
 
-def _configure_decoding(model, cuda_graph_decoder: bool) -> None:
+def configure_decoding(model, cuda_graph_decoder: bool) -> None:
     """Greedy batched label-looping RNNT; timestamps off (they break hypothesis merging across
     streaming steps); CUDA-graph decoding off unless asked (Blackwell needs it off)."""
     from omegaconf import open_dict

@@ -59,8 +59,13 @@ class CacheSlots:
             self.channel_len.index_select(0, slots),
         )
 
-    def scatter(self, slots: torch.Tensor, channel: torch.Tensor, time: torch.Tensor,
-                channel_len: torch.Tensor) -> None:
+    def scatter(
+        self,
+        slots: torch.Tensor,
+        channel: torch.Tensor,
+        time: torch.Tensor,
+        channel_len: torch.Tensor,
+    ) -> None:
         self.channel.index_copy_(1, slots, channel.to(self.channel.dtype))
         self.time.index_copy_(1, slots, time.to(self.time.dtype))
         self.channel_len.index_copy_(0, slots, channel_len.to(self.channel_len.dtype))

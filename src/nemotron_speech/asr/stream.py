@@ -92,7 +92,7 @@ class StreamState:
         return ready >= need or (self.finalizing and ready > 0)
 
     def next_chunk(self) -> Chunk | None:
-        """Cut the next model input if a full chunk (or, when finalizing, any remainder) is ready."""
+        """Cut the next model input if a full chunk (or, finalizing, any remainder) is ready."""
         is_first = self.steps == 0
         geometry = self._geometry
         if not self.has_chunk() or (is_first and self.frames_ready() < geometry.min_first):

@@ -1,4 +1,4 @@
-"""Build the project's small cache-aware FastConformer-RNNT test model through NeMo's real code path.
+"""Build the project's small cache-aware FastConformer-RNNT test model via NeMo's real code path.
 
     python -m nemotron_speech.testing.make_model --out tests/assets/asr
 
@@ -20,6 +20,7 @@ import os
 import platform
 import random
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,52 +37,101 @@ TRAINING_ROUNDS = ((400, 3e-3, 0.0), (500, 1.5e-3, 0.0), (800, 1e-3, 1.0))
 SEED = 0
 
 
-def model_config(tokenizer_dir: str, d_model: int = 96, layers: int = 3, heads: int = 4,
-                 features: int = 80, subsampling_channels: int = 64, pred_hidden: int = 64,
-                 joint_hidden: int = 64) -> dict:
+def model_config(
+    tokenizer_dir: str,
+    d_model: int = 96,
+    layers: int = 3,
+    heads: int = 4,
+    features: int = 80,
+    subsampling_channels: int = 64,
+    pred_hidden: int = 64,
+    joint_hidden: int = 64,
+    streaming: bool = True,
+) -> dict:
     """Config of a cache-aware streaming FastConformer-RNNT; the defaults make the tiny test model.
 
     Follows NeMo's `fastconformer_transducer_bpe_streaming.yaml`. The full-size benchmark
     architecture is d_model 1024, 24 layers, 8 heads, 128 features, 256 channels, 640 hidden.
+    `streaming=False` gives an ordinary offline FastConformer (unlimited attention, symmetric
+    convolutions), which the engine must reject.
     """
-    dataset = {"manifest_filepath": None, "sample_rate": 16000, "batch_size": 4, "defer_setup": True}
+    dataset = {
+        "manifest_filepath": None,
+        "sample_rate": 16000,
+        "batch_size": 4,
+        "defer_setup": True,
+    }
     return {
         "sample_rate": 16000,
         "compute_eval_loss": False,
         "log_prediction": False,
-        "model_defaults": {"enc_hidden": d_model, "pred_hidden": pred_hidden,
-                           "joint_hidden": joint_hidden},
+        "model_defaults": {
+            "enc_hidden": d_model,
+            "pred_hidden": pred_hidden,
+            "joint_hidden": joint_hidden,
+        },
         "tokenizer": {"dir": tokenizer_dir, "type": "bpe"},
         # transcribe() reads validation_ds.use_start_end_token; defer_setup builds no loader now
         "train_ds": {**dataset, "shuffle": True},
         "validation_ds": {**dataset, "shuffle": False, "use_start_end_token": False},
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-            "sample_rate": 16000, "normalize": "NA", "window_size": 0.025,
-            "window_stride": 0.01, "window": "hann", "features": features, "n_fft": 512,
-            "frame_splicing": 1, "dither": 1e-5, "pad_to": 0,
+            "sample_rate": 16000,
+            "normalize": "NA",
+            "window_size": 0.025,
+            "window_stride": 0.01,
+            "window": "hann",
+            "features": features,
+            "n_fft": 512,
+            "frame_splicing": 1,
+            "dither": 1e-5,
+            "pad_to": 0,
         },
         "spec_augment": None,
         "encoder": {
             "_target_": "nemo.collections.asr.modules.ConformerEncoder",
-            "feat_in": features, "feat_out": -1, "n_layers": layers, "d_model": d_model,
-            "use_bias": True, "subsampling": "dw_striding", "subsampling_factor": 8,
-            "subsampling_conv_channels": subsampling_channels, "causal_downsampling": True,
-            "ff_expansion_factor": 4, "self_attention_model": "rel_pos", "n_heads": heads,
-            "att_context_size": ATT_CONTEXT_SIZES, "att_context_style": "chunked_limited",
-            "att_context_probs": None, "xscaling": True, "pos_emb_max_len": 5000,
-            "conv_kernel_size": 9, "conv_norm_type": "layer_norm", "conv_context_size": "causal",
-            "dropout": 0.1, "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
+            "feat_in": features,
+            "feat_out": -1,
+            "n_layers": layers,
+            "d_model": d_model,
+            "use_bias": True,
+            "subsampling": "dw_striding",
+            "subsampling_factor": 8,
+            "subsampling_conv_channels": subsampling_channels,
+            "causal_downsampling": streaming,
+            "ff_expansion_factor": 4,
+            "self_attention_model": "rel_pos",
+            "n_heads": heads,
+            "att_context_size": ATT_CONTEXT_SIZES if streaming else [-1, -1],
+            "att_context_style": "chunked_limited" if streaming else "regular",
+            "att_context_probs": None,
+            "xscaling": True,
+            "pos_emb_max_len": 5000,
+            "conv_kernel_size": 9,
+            "conv_norm_type": "layer_norm",
+            "conv_context_size": "causal" if streaming else None,
+            "dropout": 0.1,
+            "dropout_pre_encoder": 0.1,
+            "dropout_emb": 0.0,
+            "dropout_att": 0.1,
         },
         "decoder": {
             "_target_": "nemo.collections.asr.modules.RNNTDecoder",
-            "normalization_mode": None, "random_state_sampling": False, "blank_as_pad": True,
-            "prednet": {"pred_hidden": pred_hidden, "pred_rnn_layers": 1, "t_max": None,
-                        "dropout": 0.2},
+            "normalization_mode": None,
+            "random_state_sampling": False,
+            "blank_as_pad": True,
+            "prednet": {
+                "pred_hidden": pred_hidden,
+                "pred_rnn_layers": 1,
+                "t_max": None,
+                "dropout": 0.2,
+            },
         },
         "joint": {
             "_target_": "nemo.collections.asr.modules.RNNTJoint",
-            "log_softmax": None, "preserve_memory": False, "fuse_loss_wer": False,
+            "log_softmax": None,
+            "preserve_memory": False,
+            "fuse_loss_wer": False,
             "fused_batch_size": 4,
             "jointnet": {"joint_hidden": joint_hidden, "activation": "relu", "dropout": 0.2},
         },
@@ -94,16 +144,52 @@ def model_config(tokenizer_dir: str, d_model: int = 96, layers: int = 3, heads: 
     }
 
 
-def build_untrained(tokenizer_corpus: list[str], work_dir: Path, vocab_size: int = 96, **arch):
-    """Train the tokenizer on `tokenizer_corpus` and instantiate a model with random weights."""
+FULL_SIZE = {
+    "d_model": 1024,
+    "layers": 24,
+    "heads": 8,
+    "features": 128,
+    "subsampling_channels": 256,
+    "pred_hidden": 640,
+    "joint_hidden": 640,
+}
+
+
+def tokenizer_corpus(vocab_size: int) -> list[str]:
+    """The sentences, plus seeded pseudo-words when a vocabulary this large needs more text."""
+    lines = list(SENTENCES) * 20
+    if vocab_size <= 128:
+        return lines
+    rng = random.Random(SEED)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(4000)]
+    return lines + [
+        " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) for _ in range(20000)
+    ]
+
+
+def build_full_size(work_dir: Path):
+    """The production-size architecture (~0.6 B parameters) with random weights, for timing: its
+    compute equals a trained model's. Check it against a real `model_config.yaml` when you can."""
+    return build_untrained(tokenizer_corpus(1024), work_dir, vocab_size=1024, **FULL_SIZE)
+
+
+def build_untrained(corpus_lines: list[str], work_dir: Path, vocab_size: int = 96, **arch):
+    """Train the tokenizer on `corpus_lines` and instantiate a model with random weights."""
     from nemo.collections.asr.models import EncDecRNNTBPEModel
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
     from omegaconf import OmegaConf
 
     corpus = work_dir / "corpus.txt"
-    corpus.write_text("\n".join(tokenizer_corpus) + "\n")
-    create_spt_model(str(corpus), vocab_size=vocab_size, sample_size=-1, do_lower_case=True,
-                     tokenizer_type="bpe", output_dir=str(work_dir))
+    corpus.write_text("\n".join(corpus_lines) + "\n")
+    create_spt_model(
+        str(corpus),
+        vocab_size=vocab_size,
+        sample_size=-1,
+        do_lower_case=True,
+        tokenizer_type="bpe",
+        output_dir=str(work_dir),
+    )
     return EncDecRNNTBPEModel(cfg=OmegaConf.create(model_config(str(work_dir), **arch)))
 
 
@@ -143,16 +229,30 @@ def train_round(model, audio, texts, steps: int, lr: float, max_shift_s: float, 
     generator = torch.Generator().manual_seed(SEED)
     targets = [torch.tensor(model.tokenizer.text_to_ids(text)) for text in texts]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                   pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.1
+    )
     blank = model.joint.num_classes_with_blank - 1
     model.train()
     for _ in range(steps):
         picked = torch.randperm(len(audio), generator=generator)[:batch].tolist()
         clips = [audio[i] for i in picked]
         if max_shift_s > 0:
-            clips = [torch.cat([torch.zeros(int(torch.randint(
-                0, int(max_shift_s * 16000) + 1, (1,), generator=generator))), clip]) for clip in clips]
+            clips = [
+                torch.cat(
+                    [
+                        torch.zeros(
+                            int(
+                                torch.randint(
+                                    0, int(max_shift_s * 16000) + 1, (1,), generator=generator
+                                )
+                            )
+                        ),
+                        clip,
+                    ]
+                )
+                for clip in clips
+            ]
         signal = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
         signal_len = torch.tensor([len(clip) for clip in clips])
         labels = torch.nn.utils.rnn.pad_sequence([targets[i] for i in picked], batch_first=True)
@@ -178,12 +278,14 @@ def exact_matches(model, audio, texts) -> dict[str, int]:
     for context in model.encoder.att_context_size_all:
         model.encoder.set_default_att_context_size(context)
         hits = 0
-        for signal, text in zip(audio, texts):
+        for signal, text in zip(audio, texts, strict=True):
             with torch.inference_mode():
                 encoded, encoded_len = model.forward(
-                    input_signal=signal[None], input_signal_length=torch.tensor([len(signal)]))
+                    input_signal=signal[None], input_signal_length=torch.tensor([len(signal)])
+                )
                 hyp = model.decoding.rnnt_decoder_predictions_tensor(
-                    encoded, encoded_len, return_hypotheses=True)[0]
+                    encoded, encoded_len, return_hypotheses=True
+                )[0]
             hits += int(hyp.text.strip() == text)
         counts[str(context[1])] = hits
     model.encoder.set_default_att_context_size(model.encoder.att_context_size_all[0])
@@ -210,8 +312,15 @@ def build_environment() -> dict[str, str]:
     if os.path.exists("/proc/cpuinfo"):
         names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
         cpu = names[0] if names else cpu
-    return {"torch": torch.__version__, "nemo": nemo.__version__, "cpu": cpu,
-            "machine": platform.machine()}
+    return {
+        "torch": torch.__version__,
+        "nemo": nemo.__version__,
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "espeak-ng": subprocess.run(
+            ["espeak-ng", "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+    }
 
 
 def build(out_dir: Path, log=print) -> dict:
@@ -233,8 +342,10 @@ def build(out_dir: Path, log=print) -> dict:
         model = build_untrained(texts * 20, Path(tokenizer_dir))
         for steps, lr, shift in TRAINING_ROUNDS:
             loss = train_round(model, audio, texts, steps, lr, shift)
-            log(f"trained {steps} steps at lr {lr}: loss {loss:.4f}, "
-                f"{time.perf_counter() - started:.0f} s")
+            log(
+                f"trained {steps} steps at lr {lr}: loss {loss:.4f}, "
+                f"{time.perf_counter() - started:.0f} s"
+            )
         counts = exact_matches(model, audio, texts)
         model.save_to(str(out_dir / MODEL_FILE))
     record = {

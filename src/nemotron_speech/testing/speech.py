@@ -32,7 +32,20 @@ def render(text: str, out: Path, words_per_minute: int = 150) -> Path:
         check=True,
     )
     subprocess.run(
-        ["sox", str(raw), "-D", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out), "norm", "-3"],
+        [
+            "sox",
+            str(raw),
+            "-D",
+            "-r",
+            str(SAMPLE_RATE),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            str(out),
+            "norm",
+            "-3",
+        ],
         check=True,
     )
     raw.unlink()
