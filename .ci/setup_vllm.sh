@@ -21,7 +21,7 @@ if [ -x "$PY" ] && "$PY" -c "import vllm.entrypoints.openai.api_server" >/dev/nu
 fi
 
 python3 -m venv "$VENV"
-"$PY" -m pip install --quiet "$VLLM_SPEC" "huggingface_hub>=0.24"
+"$PY" -m pip install --quiet "$VLLM_SPEC"
 # torchvision/torchaudio/torchcodec come unpinned and fail to load beside torch 2.13.0+cpu
 # (and transformers refuses to import while torchvision is broken): vLLM serves text without them.
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
