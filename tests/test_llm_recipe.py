@@ -1,0 +1,171 @@
+"""The vLLM recipe builds the command the docs promise, and the serve/download plumbing works.
+
+Fast tests, no vLLM: the real server is exercised in test_vllm_fixture.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from nemotron_speech import cli, download
+from nemotron_speech.llm.recipe import TARGETS, build_command
+from nemotron_speech.llm.server import ServerStartError, free_port, start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_has_parsers_and_thinking_off_by_default(target):
+    argv = build_command(target, "model-dir", port=8123).argv
+    assert flag(argv, "--reasoning-parser") == "nemotron_v3"
+    assert flag(argv, "--tool-call-parser") == "qwen3_coder"
+    assert "--enable-auto-tool-choice" in argv
+    assert json.loads(flag(argv, "--default-chat-template-kwargs")) == {"enable_thinking": False}
+    assert flag(argv, "--port") == "8123"
+    assert "--reasoning-parser-plugin" not in argv  # the deprecated nano_v3 plugin is not used
+
+
+def test_spark_leaves_unified_memory_for_asr_and_tts():
+    spec = build_command("spark", "m")
+    assert spec.argv[:3] == ["vllm", "serve", "m"]
+    assert float(flag(spec.argv, "--gpu-memory-utilization")) <= 0.4
+    assert int(flag(spec.argv, "--max-model-len")) <= 16384
+    assert spec.base_url == "http://127.0.0.1:8000/v1"
+    assert spec.served_model_name == "nemotron-3-nano"
+
+
+def test_cpu_fixture_uses_the_module_entry_point_and_eager_mode():
+    spec = build_command("cpu-fixture", "/fx", python="/venv/bin/python", port=9000)
+    assert spec.argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enforce-eager" in spec.argv
+    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert spec.base_url == "http://127.0.0.1:9000/v1"
+
+
+def test_unknown_target_is_rejected():
+    with pytest.raises(ValueError, match="cpu-fixture"):
+        build_command("tpu", "m")
+
+
+def test_shell_line_round_trips():
+    spec = build_command("x86", "/models/llm/x y")
+    words = shlex.split(spec.shell())
+    assert words == [f"{k}={v}" for k, v in sorted(spec.env.items())] + spec.argv
+
+
+def test_dry_run_prints_the_command_documented_in_spark_md(capsys):
+    assert cli.main(["serve-llm", "--target", "spark", "--models-dir", "/models", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert (
+        printed
+        == build_command("spark", "/models/llm/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4").shell()
+    )
+    assert printed in (ROOT / "docs" / "spark.md").read_text()
+
+
+def test_serve_llm_names_the_download_command_when_weights_are_missing(tmp_path, capsys):
+    assert cli.main(["serve-llm", "--target", "x86", "--models-dir", str(tmp_path)]) == 2
+    assert "nemotron-speech download llm --llm-variant fp8" in capsys.readouterr().err
+
+
+def test_cli_modules_import_no_heavy_libraries():
+    code = (
+        "import sys, nemotron_speech.cli as c; c.build_parser(); "
+        "heavy = {'torch', 'vllm', 'huggingface_hub', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_start_server_waits_for_health_and_stops(tmp_path):
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    spec = build_command("cpu-fixture", "unused", port=port)
+    spec.argv[:] = [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "-b",
+        "127.0.0.1",
+        "-d",
+        str(tmp_path),
+    ]
+    server = start_server(spec, log_path=tmp_path / "log", timeout=30)
+    assert server.process.poll() is None and server.started_in_s < 30
+    server.stop()
+    assert server.process.poll() is not None
+
+
+def test_start_server_reports_an_early_exit_with_the_log(tmp_path):
+    spec = build_command("cpu-fixture", "unused", port=free_port())
+    spec.argv[:] = [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]
+    with pytest.raises(ServerStartError, match=r"(?s)code 3.*boom"):
+        start_server(spec, log_path=tmp_path / "log", timeout=30)
+
+
+def test_verify_reports_missing_short_and_corrupt_files(tmp_path):
+    (tmp_path / "good.bin").write_bytes(b"abc")
+    (tmp_path / "short.bin").write_bytes(b"ab")
+    (tmp_path / "bad.bin").write_bytes(b"xyz")
+    sha = hashlib.sha256(b"abc").hexdigest()
+    manifest = {
+        "good.bin": download.RemoteFile(3, sha),
+        "short.bin": download.RemoteFile(3, None),
+        "bad.bin": download.RemoteFile(3, sha),
+        "gone.json": download.RemoteFile(10, None),
+    }
+    assert download.verify(tmp_path, manifest, hashes=False) == [
+        "gone.json: missing",
+        "short.bin: 2 bytes, expected 3",
+    ]
+    problems = download.verify(tmp_path, manifest, hashes=True)
+    assert "bad.bin: sha256 differs from the Hub's" in problems and len(problems) == 3
+
+
+def test_require_weights_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape("`nemotron-speech download asr`")):
+        download.require_weights(download.asr_path(tmp_path), "asr")
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves PAYLOAD with HTTP Range support, like a release-asset CDN."""
+
+    PAYLOAD = bytes(range(256)) * 40
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-"))[1])
+        body = self.PAYLOAD[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_fetch_url_resumes_a_partial_download(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dest = tmp_path / "voices.bin"
+    dest.with_name("voices.bin.part").write_bytes(RangeHandler.PAYLOAD[:1000])
+    try:
+        download.fetch_url(f"http://127.0.0.1:{server.server_port}/voices.bin", dest)
+    finally:
+        server.shutdown()
+    assert dest.read_bytes() == RangeHandler.PAYLOAD
