@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFoundError
-from nemotron_speech.asr.features import IncrementalLogMel
+from nemotron_speech.asr.features import MelFrontEnd
 from nemotron_speech.asr.model import (
     SAMPLE_RATE,
     load_nemo_model,
@@ -52,19 +52,54 @@ class StepInfo:
     seconds: float
 
 
-class AsrEngine:
-    """Streaming ASR over one cache-aware FastConformer-RNNT model."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model, right_context: int | None = None, max_buffered_seconds: float = 30.0):
+
+class AsrEngine:
+    """Streaming ASR over one cache-aware FastConformer-RNNT model.
+
+    `precision` casts the encoder (decoder and joint stay fp32); `cuda_graphs` replays later
+    steps from CUDA graphs (default: on when the model is on a GPU). With both off the engine runs
+    exactly NeMo's `conformer_stream_step` computation, the exactness reference.
+    """
+
+    def __init__(
+        self,
+        model,
+        right_context: int | None = None,
+        max_buffered_seconds: float = 30.0,
+        precision: str = "fp32",
+        cuda_graphs: bool | None = None,
+    ):
+        if precision not in PRECISIONS:
+            raise AsrError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.model = model
         self.device = next(model.parameters()).device
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        if cuda_graphs and self.device.type != "cuda":
+            raise AsrError("cuda_graphs=True needs the model on a CUDA device")
         self.geometry = select_right_context(model, right_context)
         self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
-        self._preprocessor = streaming_preprocessor(model)
+        self.precision = precision
+        model.encoder.to(PRECISIONS[precision])
+        self._front_end = MelFrontEnd(streaming_preprocessor(model), self.device)
         self._slots = CacheSlots(model.encoder, self.device)
+        self._graphed = self._graphed_step() if cuda_graphs else None
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
         self.last_step = StepInfo(0, 0, 0.0)
+
+    def _graphed_step(self):
+        from nemotron_speech.asr.graphs import GraphedEncoderStep
+
+        return GraphedEncoderStep(
+            self.model.encoder,
+            self._slots,
+            features=int(self.model.cfg.preprocessor.features),
+            frames=self.geometry.pre_encode_cache + self.geometry.chunk,
+            drop=self.geometry.drop_extra_pre_encoded,
+        )
 
     @classmethod
     def load(
@@ -75,7 +110,8 @@ class AsrEngine:
         cuda_graph_decoder: bool = False,
         **options,
     ) -> AsrEngine:
-        """Load a `.nemo` (on the CPU first, then `device`) and build an engine on it."""
+        """Load a `.nemo` (on the CPU first, then `device`) and build an engine on it; `options`
+        go to the constructor."""
         model = load_nemo_model(model_path, device=device, cuda_graph_decoder=cuda_graph_decoder)
         return cls(model, right_context=right_context, **options)
 
@@ -112,13 +148,7 @@ class AsrEngine:
         """Start a stream with fresh caches; returns its id."""
         stream_id = self._next_id
         self._next_id += 1
-        mel = IncrementalLogMel(
-            self._preprocessor,
-            self.geometry.hop_samples,
-            self.geometry.window_samples,
-            self.device,
-        )
-        self._streams[stream_id] = StreamState(stream_id, self._slots.acquire(), mel, self.geometry)
+        self._streams[stream_id] = StreamState(stream_id, self._slots.acquire(), self.geometry)
         return stream_id
 
     def feed(self, stream_id: int, pcm16: bytes) -> None:
@@ -175,54 +205,80 @@ class AsrEngine:
         """Run one chunk of every ready stream, batched; return changed interims and finals."""
         started = time.perf_counter()
         streams = [self._stream(i) for i in only] if only else list(self._streams.values())
-        results: list[Transcript] = []
+        results = [self._complete(stream) for stream in streams if stream.needs_final()]
+        ready = [stream for stream in streams if not stream.needs_final() and stream.has_chunk()]
+        self._compute_features(ready)
         first: list[tuple[StreamState, Chunk]] = []
         later: list[tuple[StreamState, Chunk]] = []
-        for stream in streams:
-            if stream.needs_final():
-                results.append(self._complete(stream))
-                continue
+        for stream in ready:
             chunk = stream.next_chunk()
-            if chunk is not None:
-                (first if chunk.is_first else later).append((stream, chunk))
+            (first if chunk.is_first else later).append((stream, chunk))
         for group in (first, later):
             if group:
                 self._run(group)
-        for stream, _ in first + later:
+        for stream in ready:
             results.extend(self._report(stream))
         self.last_step = StepInfo(
-            len(first) + len(later),
-            int(bool(first)) + int(bool(later)),
-            time.perf_counter() - started,
+            len(ready), int(bool(first)) + int(bool(later)), time.perf_counter() - started
         )
         return results
 
+    def _compute_features(self, streams: list[StreamState]) -> None:
+        """Log-mel for every stream's new audio, as one preprocessor call."""
+        planned = [(stream, stream.plan_features()) for stream in streams]
+        planned = [(stream, segment) for stream, segment in planned if segment is not None]
+        if planned:
+            features = self._front_end([segment for _, segment in planned])
+            for (stream, _), segment_features in zip(planned, features, strict=True):
+                stream.accept_features(segment_features)
+
     def _run(self, group: list[tuple[StreamState, Chunk]]) -> None:
-        """One `conformer_stream_step` over streams whose chunks share a drop value."""
+        """One encoder step and one greedy decode over streams whose chunks share a drop value;
+        the same calls NeMo's `conformer_stream_step` makes."""
         streams = [stream for stream, _ in group]
-        features = [chunk.features for _, chunk in group]
-        lengths = torch.tensor([f.shape[1] for f in features], device=self.device)
-        batch = features[0].new_zeros(len(features), features[0].shape[0], int(lengths.max()))
-        for row, feature in enumerate(features):
-            batch[row, :, : feature.shape[1]] = feature
-        slots = torch.tensor([stream.slot for stream in streams], device=self.device)
-        channel, time_cache, channel_len = self._slots.gather(slots)
-        previous = [stream.hypothesis for stream in streams]
-        outputs = self.model.conformer_stream_step(
-            processed_signal=batch,
-            processed_signal_length=lengths,
-            cache_last_channel=channel,
-            cache_last_time=time_cache,
-            cache_last_channel_len=channel_len,
-            keep_all_outputs=any(stream.finalizing for stream in streams),
-            previous_hypotheses=None if all(h is None for h in previous) else previous,
-            drop_extra_pre_encoded=group[0][1].drop_extra_pre_encoded,
-            return_transcription=True,
+        chunks = [chunk.features for _, chunk in group]
+        batch = np.zeros(
+            (len(chunks), chunks[0].shape[0], max(c.shape[1] for c in chunks)), dtype=np.float32
         )
-        _, _, channel, time_cache, channel_len, hypotheses = outputs
-        self._slots.scatter(slots, channel, time_cache, channel_len)
+        for row, chunk in enumerate(chunks):
+            batch[row, :, : chunk.shape[1]] = chunk
+        signal = torch.from_numpy(batch).to(self.device, PRECISIONS[self.precision])
+        lengths = torch.tensor([c.shape[1] for c in chunks], device=self.device)
+        slots = torch.tensor([stream.slot for stream in streams], device=self.device)
+        drop = group[0][1].drop_extra_pre_encoded
+        if (
+            self._graphed is not None
+            and not group[0][1].is_first
+            and (len(streams) <= self._graphed.max_batch)
+        ):
+            encoded, encoded_len = self._graphed(signal, lengths, slots)
+        else:
+            encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
+        previous = [stream.hypothesis for stream in streams]
+        hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=encoded.float(),
+            encoded_lengths=encoded_len,
+            return_hypotheses=True,
+            partial_hypotheses=None if all(h is None for h in previous) else previous,
+        )
         for stream, hypothesis in zip(streams, hypotheses, strict=True):
             stream.hypothesis = hypothesis
+
+    def _encode_eager(self, signal, lengths, slots, drop: int, streams: list[StreamState]):
+        channel, time_cache, channel_len = self._slots.gather(slots)
+        encoded, encoded_len, channel, time_cache, channel_len = (
+            self.model.encoder.cache_aware_stream_step(
+                processed_signal=signal,
+                processed_signal_length=lengths,
+                cache_last_channel=channel,
+                cache_last_time=time_cache,
+                cache_last_channel_len=channel_len,
+                keep_all_outputs=any(stream.finalizing for stream in streams),
+                drop_extra_pre_encoded=drop,
+            )
+        )
+        self._slots.scatter(slots, channel, time_cache, channel_len)
+        return encoded, encoded_len
 
     def _report(self, stream: StreamState) -> list[Transcript]:
         if stream.needs_final():
@@ -265,6 +321,8 @@ class AsrEngine:
     def transcribe_offline(self, samples: np.ndarray) -> tuple[list[int], str]:
         """Whole-utterance decode of `samples` plus the same end padding streaming adds: the
         reference streaming must equal, token for token."""
+        if self.precision != "fp32":
+            raise AsrError("the offline reference is defined for the fp32 engine only")
         padded = np.concatenate([samples, np.zeros(self.finalize_padding_samples, np.float32)])
         return offline_token_ids(self.model, torch.from_numpy(padded.astype(np.float32)))
 

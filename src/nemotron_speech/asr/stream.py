@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from nemotron_speech.asr.errors import AudioFormatError
 from nemotron_speech.asr.features import IncrementalLogMel
@@ -22,7 +21,7 @@ from nemotron_speech.asr.model import ChunkGeometry
 class Chunk:
     """Model input for one step of one stream."""
 
-    features: torch.Tensor  # [features, frames]
+    features: np.ndarray  # [features, frames]
     drop_extra_pre_encoded: int
     is_first: bool
 
@@ -31,10 +30,10 @@ class StreamState:
     """Everything one stream carries between steps, apart from its encoder caches (which live in
     the engine's slot tensors so a batch can gather them with one index operation)."""
 
-    def __init__(self, stream_id: int, slot: int, mel: IncrementalLogMel, geometry: ChunkGeometry):
+    def __init__(self, stream_id: int, slot: int, geometry: ChunkGeometry):
         self.stream_id = stream_id
         self.slot = slot
-        self._mel = mel
+        self._mel = IncrementalLogMel(geometry.hop_samples, geometry.window_samples)
         self._geometry = geometry
         self._odd_byte = b""
         self.reset()
@@ -44,8 +43,8 @@ class StreamState:
         self._mel.reset()
         self._pending: list[np.ndarray] = []
         self.pending_samples = 0
-        self._features = torch.zeros(0)
-        self._history = torch.zeros(0)
+        self._features = np.zeros((0, 0), dtype=np.float32)
+        self._history = self._features
         self._frames_cut = 0
         self.steps = 0
         self.hypothesis = None
@@ -88,52 +87,52 @@ class StreamState:
     def has_chunk(self) -> bool:
         """A full chunk is ready, or, when finalizing, any remainder."""
         ready = self.frames_ready()
-        need = self._geometry.first_chunk if self.steps == 0 else self._geometry.chunk
-        return ready >= need or (self.finalizing and ready > 0)
+        if self.steps == 0:
+            need, least = self._geometry.first_chunk, self._geometry.min_first
+        else:
+            need, least = self._geometry.chunk, 1
+        return ready >= need or (self.finalizing and ready >= least)
 
-    def next_chunk(self) -> Chunk | None:
-        """Cut the next model input if a full chunk (or, finalizing, any remainder) is ready."""
+    def plan_features(self) -> np.ndarray | None:
+        """The audio segment whose log-mel holds this stream's new frames (None: nothing new)."""
+        if not self._pending:
+            return None
+        samples = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self.pending_samples = [], 0
+        return self._mel.plan(samples, final=self.finalizing)
+
+    def accept_features(self, segment_features: np.ndarray) -> None:
+        new = self._mel.accept(segment_features)
+        self._features = (
+            np.concatenate([self._features, new], axis=1) if self._features.size else new
+        )
+
+    def next_chunk(self) -> Chunk:
+        """Cut the next model input; call only when `has_chunk()` and features are computed."""
         is_first = self.steps == 0
         geometry = self._geometry
-        if not self.has_chunk() or (is_first and self.frames_ready() < geometry.min_first):
-            return None
-        need = geometry.first_chunk if is_first else geometry.chunk
-        self._compute_features()
-        take = min(need, self._features.shape[1])
+        take = min(geometry.first_chunk if is_first else geometry.chunk, self._features.shape[1])
         new = self._features[:, :take]
         if is_first:
             chunk = Chunk(new, 0, True)
         else:
-            chunk = Chunk(
-                torch.cat([self._left_padded_history(new), new], dim=1),
-                geometry.drop_extra_pre_encoded,
-                False,
-            )
+            inputs = np.concatenate([self._left_padded_history(new), new], axis=1)
+            chunk = Chunk(inputs, geometry.drop_extra_pre_encoded, False)
         self._remember(new)
         self._features = self._features[:, take:]
         self._frames_cut += take
         self.steps += 1
         return chunk
 
-    def _compute_features(self) -> None:
-        if self._pending:
-            samples = np.concatenate(self._pending)
-            self._pending, self.pending_samples = [], 0
-            new = self._mel.push(samples, final=self.finalizing)
-            if new.numel():
-                parts = [self._features, new] if self._features.numel() else [new]
-                self._features = torch.cat(parts, dim=1)
-
-    def _left_padded_history(self, new: torch.Tensor) -> torch.Tensor:
+    def _left_padded_history(self, new: np.ndarray) -> np.ndarray:
         """The pre-encode cache; zero-filled on the left while history is shorter (right context
         0 has a one-frame first chunk), as NeMo's streaming buffer does."""
-        size = self._geometry.pre_encode_cache
-        history = self._history if self._history.numel() else new[:, :0]
-        missing = size - history.shape[1]
-        if missing > 0:
-            history = torch.cat([new.new_zeros(new.shape[0], missing), history], dim=1)
-        return history
+        missing = self._geometry.pre_encode_cache - self._history.shape[1]
+        if missing <= 0:
+            return self._history
+        padding = np.zeros((new.shape[0], missing), dtype=np.float32)
+        return np.concatenate([padding, self._history], axis=1) if self._history.size else padding
 
-    def _remember(self, new: torch.Tensor) -> None:
-        history = torch.cat([self._history, new], dim=1) if self._history.numel() else new
+    def _remember(self, new: np.ndarray) -> None:
+        history = np.concatenate([self._history, new], axis=1) if self._history.size else new
         self._history = history[:, -self._geometry.pre_encode_cache :]
