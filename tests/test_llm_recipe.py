@@ -169,3 +169,29 @@ def test_fetch_url_resumes_a_partial_download(tmp_path):
     finally:
         server.shutdown()
     assert dest.read_bytes() == RangeHandler.PAYLOAD
+
+
+def test_download_llm_checks_the_snapshot_against_the_hub(tmp_path, monkeypatch):
+    """Offline: the Hub calls are replaced; the download-then-verify flow and layout are real."""
+    import huggingface_hub
+
+    manifest = {
+        "config.json": download.RemoteFile(2, None),
+        "model.safetensors": download.RemoteFile(4, None),
+    }
+    monkeypatch.setattr(download, "resolve", lambda repo: ("abc123", manifest))
+    calls = []
+
+    def fake_snapshot(repo, revision, local_dir):
+        calls.append((repo, revision))
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "config.json").write_text("{}")
+        (Path(local_dir) / "model.safetensors").write_bytes(b"abc")  # one byte short
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    with pytest.raises(OSError, match="model.safetensors: 3 bytes, expected 4"):
+        download.download_llm(tmp_path, "fp8", hashes=False)
+    assert calls == [("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8", "abc123")]
+    (download.llm_path(tmp_path, "fp8") / "model.safetensors").write_bytes(b"abcd")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: None)
+    assert download.download_llm(tmp_path, "fp8", hashes=True) == download.llm_path(tmp_path, "fp8")

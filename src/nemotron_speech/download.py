@@ -76,17 +76,23 @@ class RemoteFile:
     sha256: str | None  # only for LFS files
 
 
-def remote_manifest(repo_id: str) -> dict[str, RemoteFile]:
-    """Sizes (and LFS SHA-256s) of every file in the repo's main revision, from the Hub API."""
+def resolve(repo_id: str) -> tuple[str, dict[str, RemoteFile]]:
+    """The repo's current commit and the sizes (and LFS SHA-256s) of its files at that commit.
+
+    Downloading at the same commit keeps the check meaningful if the repo changes meanwhile.
+    """
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
-    tree = HfApi().list_repo_tree(repo_id, recursive=True, expand=True)
-    return {
+    api = HfApi()
+    commit = api.model_info(repo_id).sha
+    tree = api.list_repo_tree(repo_id, recursive=True, revision=commit)
+    manifest = {
         f.path: RemoteFile(f.size, f.lfs.sha256 if f.lfs else None)
         for f in tree
         if isinstance(f, RepoFile)
     }
+    return commit, manifest
 
 
 def sha256_of(path: Path) -> str:
@@ -114,9 +120,9 @@ def verify(local_dir: Path, manifest: dict[str, RemoteFile], *, hashes: bool) ->
 def download_asr(root: Path, *, hashes: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
-    hf_hub_download(ASR_REPO, ASR_FILE, local_dir=root / "asr")
-    manifest = {ASR_FILE: remote_manifest(ASR_REPO)[ASR_FILE]}
-    _check(root / "asr", manifest, hashes)
+    commit, manifest = resolve(ASR_REPO)
+    hf_hub_download(ASR_REPO, ASR_FILE, revision=commit, local_dir=root / "asr")
+    _check(root / "asr", {ASR_FILE: manifest[ASR_FILE]}, hashes)
     return asr_path(root)
 
 
@@ -125,8 +131,9 @@ def download_llm(root: Path, variant: str, *, hashes: bool) -> Path:
 
     repo = LLM_REPOS[variant]
     target = llm_path(root, variant)
-    snapshot_download(repo, local_dir=target)
-    _check(target, remote_manifest(repo), hashes)
+    commit, manifest = resolve(repo)
+    snapshot_download(repo, revision=commit, local_dir=target)
+    _check(target, manifest, hashes)
     return target
 
 
