@@ -1,21 +1,24 @@
-"""ASR engine benchmark: step time by batch size and right context, real-time capacity, finalize
-latency and memory, for our engine and for stock NeMo `conformer_stream_step` on the same model.
+"""ASR engine benchmark: stock NeMo against our engine variants on the same model and device.
 
-    python benchmarks/engine.py                                  # CPU, generated test model
-    python benchmarks/engine.py --device cuda --full-size        # GPU, ~0.6 B random weights
-    python benchmarks/engine.py --device cuda --model M.nemo     # GPU, a real checkpoint
+    python benchmarks/engine.py                                        # CPU, generated test model
+    python benchmarks/engine.py --device cuda --full-size --variants stock,eager,graphs,graphs-bf16
 
-"ours" times `AsrEngine.step()` with B streams that each have one new chunk of audio: incremental
-log-mel for every stream, cache gather/scatter and the batched model call with greedy decoding.
-"stock" times NeMo's `conformer_stream_step` on ready-made log-mel with batch caches, the way the
-NeMo example drives it. Capacity is the largest measured B whose slowest step fits in one chunk
-(every stream's chunk processed within its own duration); stream-equivalents = B x chunk / p50.
-Prints one table and writes JSON (default benchmarks/results/engine-<device>.json).
+Per right context R and batch size B it times one steady-state step (median and max):
+- stock: NeMo's `conformer_stream_step` on ready-made log-mel with batch caches (NeMo's example).
+- eager / graphs / graphs-bf16 / eager-bf16: `AsrEngine.step()` with B streams that each got one
+  new chunk of audio: batched log-mel, cache gather/scatter, encoder (eager or CUDA-graph replay,
+  fp32 or bf16) and greedy RNNT decoding.
+Then, per variant: batch-1 finalize latency, a real-time simulation (N streams, 20 ms packets at
+random phases, lag = step end - moment the chunk was complete; real time = p99 lag <= chunk),
+GPU memory, and token agreement with the eager fp32 engine on the same audio.
+Prints tables and writes JSON (default benchmarks/results/engine-<device>.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import gc
 import json
 import platform
 import statistics
@@ -34,6 +37,13 @@ from nemotron_speech.asr.model import configure_decoding, load_nemo_model
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
 SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
+VARIANTS = {  # name -> AsrEngine options
+    "eager": {"precision": "fp32", "cuda_graphs": False},
+    "eager-bf16": {"precision": "bf16", "cuda_graphs": False},
+    "graphs": {"precision": "fp32", "cuda_graphs": True},
+    "graphs-bf16": {"precision": "bf16", "cuda_graphs": True},
+}
+PACKET_S = 0.02
 
 
 def synchronize(device: torch.device) -> None:
@@ -44,7 +54,7 @@ def synchronize(device: torch.device) -> None:
 def audio_source(full_size: bool) -> np.ndarray:
     """Test speech for a trained model; quiet noise for random weights (same compute)."""
     if full_size or not SPEECH:
-        return (np.random.default_rng(0).standard_normal(16000 * 60) * 0.05).astype(np.float32)
+        return (np.random.default_rng(0).standard_normal(16000 * 120) * 0.05).astype(np.float32)
     import soundfile
 
     return np.concatenate([soundfile.read(p, dtype="float32")[0] for p in SPEECH])
@@ -54,25 +64,33 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1 - 2**-15) * 32768).astype("<i2").tobytes()
 
 
-def time_ours(engine: AsrEngine, batch: int, audio: np.ndarray, steps: int, warm: int):
-    """Median and max step time with `batch` streams in steady state, plus peak memory."""
+def stats(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p99_ms": round(p99, 2),
+        "max_ms": round(max(times), 2),
+    }
+
+
+def time_steps(engine: AsrEngine, batch: int, audio: np.ndarray, steps: int, warm: int):
+    """Step times with `batch` streams that each get one chunk of new audio per step."""
     chunk = engine.geometry.chunk * engine.geometry.hop_samples
+    span = len(audio) - chunk * (steps + warm + 3)
+    offsets = [(n * 7919 * chunk) % span for n in range(batch)]
     streams = [engine.open_stream() for _ in range(batch)]
-    offsets = [(n * 7919 * chunk) % (len(audio) - chunk * (steps + warm + 2)) for n in range(batch)]
-    for n, stream in enumerate(streams):  # the first step takes a longer chunk
-        engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk + 320]))
-        offsets[n] += chunk + 320
     times = []
-    for index in range(warm + steps):
+    for index in range(warm + steps + 1):
+        extra = 320 if index == 0 else 0  # the first step takes a longer chunk
         for n, stream in enumerate(streams):
-            engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk]))
-            offsets[n] += chunk
+            engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk + extra]))
+            offsets[n] += chunk + extra
         synchronize(engine.device)
         started = time.perf_counter()
         engine.step()
         synchronize(engine.device)
-        assert engine.last_step.batch_size == batch, engine.last_step
-        if index >= warm:
+        if index > warm:
             times.append(1000 * (time.perf_counter() - started))
     for stream in streams:
         engine.close(stream)
@@ -82,9 +100,8 @@ def time_ours(engine: AsrEngine, batch: int, audio: np.ndarray, steps: int, warm
 def time_stock(model, batch: int, geometry, steps: int, warm: int):
     """NeMo's own loop: batch caches, later-step chunks of log-mel, hypotheses carried along."""
     device = next(model.parameters()).device
-    features = model.cfg.preprocessor.features
     frames = geometry.pre_encode_cache + geometry.chunk
-    generator = torch.Generator(device="cpu").manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     channel, time_cache, channel_len = model.encoder.get_initial_cache_state(
         batch_size=batch, device=device
     )
@@ -92,7 +109,8 @@ def time_stock(model, batch: int, geometry, steps: int, warm: int):
     lengths = torch.full((batch,), frames, device=device)
     times = []
     for index in range(warm + steps):
-        signal = torch.randn(batch, features, frames, generator=generator).to(device)
+        signal = torch.randn(batch, model.cfg.preprocessor.features, frames, generator=generator)
+        signal = signal.to(device)
         synchronize(device)
         started = time.perf_counter()
         with torch.inference_mode():
@@ -105,7 +123,6 @@ def time_stock(model, batch: int, geometry, steps: int, warm: int):
                 keep_all_outputs=False,
                 previous_hypotheses=hypotheses,
                 drop_extra_pre_encoded=geometry.drop_extra_pre_encoded,
-                return_transcription=True,
             )
         synchronize(device)
         _, _, channel, time_cache, channel_len, hypotheses = outputs
@@ -115,7 +132,7 @@ def time_stock(model, batch: int, geometry, steps: int, warm: int):
 
 
 def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> list[float]:
-    """Batch-1 latency of a hard finalize after 2 s of audio: padding, last steps, final text."""
+    """Batch-1 hard finalize after 2 s of audio: padding, last steps, final text."""
     times = []
     for n in range(repeats):
         stream = engine.open_stream()
@@ -131,7 +148,47 @@ def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> lis
     return times
 
 
-def load_model(args, work: Path):
+def real_time_lags(engine: AsrEngine, streams: int, audio: np.ndarray, seconds: float):
+    """Lag of every chunk of `streams` real-time streams sending 20 ms packets at random phases."""
+    packet = int(PACKET_S * 16000)
+    phases = np.random.default_rng(streams).uniform(0, engine.chunk_ms / 1000, streams)
+    ids = [engine.open_stream() for _ in range(streams)]
+    sent = [0] * streams
+    ready_at: dict[int, float] = {}
+    lags: list[float] = []
+    start = time.perf_counter()
+    while (now := time.perf_counter() - start) < seconds:
+        for n, stream in enumerate(ids):
+            due = int((now - phases[n]) / PACKET_S)
+            while sent[n] < due:
+                offset = ((n * 104729 + sent[n]) * packet) % (len(audio) - packet)
+                engine.feed(stream, pcm16(audio[offset : offset + packet]))
+                sent[n] += 1
+                if stream not in ready_at and engine.has_chunk(stream):
+                    ready_at[stream] = phases[n] + sent[n] * PACKET_S
+        if not ready_at:
+            time.sleep(0.0005)
+            continue
+        engine.step()
+        synchronize(engine.device)
+        done = time.perf_counter() - start
+        for stream in engine.last_step.stream_ids:
+            lags.append(float(1000 * (done - ready_at.pop(stream))))
+    for stream in ids:
+        engine.close(stream)
+    return lags
+
+
+def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -> dict:
+    same = sum(a == b for a, b in zip(reference, tokens, strict=True))
+    ratio = statistics.mean(
+        difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() if a or b else 1.0
+        for a, b in zip(reference, tokens, strict=True)
+    )
+    return {"identical_utterances": f"{same}/{len(reference)}", "token_similarity": round(ratio, 4)}
+
+
+def build_model(args, work: Path):
     if args.full_size:
         from nemotron_speech.testing.make_model import build_full_size
 
@@ -143,104 +200,142 @@ def load_model(args, work: Path):
     return model, path.name
 
 
-def summarize(times: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
-
-
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as work:
-        model, model_name = load_model(args, Path(work))
-    params = sum(p.numel() for p in model.parameters())
+        model, model_name = build_model(args, Path(work))
+    pristine = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
     audio = audio_source(args.full_size)
-    rows, finalize = [], {}
-    for right_context in args.right_contexts:
-        engine = AsrEngine(model, right_context=right_context, max_buffered_seconds=120)
-        engine.warmup()
-        for batch in args.batches:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            ours = summarize(time_ours(engine, batch, audio, args.steps, args.warm))
-            memory = (
-                torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-            )
-            stock = summarize(time_stock(model, batch, engine.geometry, args.steps, args.warm))
-            rows.append(
-                {
-                    "right_context": right_context,
-                    "batch": batch,
-                    "chunk_ms": engine.chunk_ms,
-                    "ours": ours,
-                    "stock": stock,
-                    "ours_stream_equivalents": int(batch * engine.chunk_ms / ours["p50_ms"]),
-                    "ours_real_time": ours["max_ms"] <= engine.chunk_ms,
-                    "peak_gpu_memory_gb": None if memory is None else round(memory, 2),
-                }
-            )
-            print_row(rows[-1])
-        finalize[right_context] = summarize(time_finalize(engine, audio))
-        capacity = [
-            r["batch"] for r in rows if r["right_context"] == right_context and r["ours_real_time"]
-        ]
-        finalize[right_context]["real_time_capacity"] = max(capacity, default=0)
-        print(f"R={right_context}: finalize latency at B=1 {finalize[right_context]}")
-    return {
+    utterances = [audio[n * 48000 : n * 48000 + 40000 + 4000 * n] for n in range(args.utterances)]
+    result = {
         "date": date.today().isoformat(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device": device_name(device),
         "torch": torch.__version__,
         "threads": args.threads,
         "model": model_name,
-        "parameters": params,
-        "steps": args.steps,
-        "rows": rows,
-        "finalize": finalize,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "command": " ".join(sys.argv),
+        "steps": [],
+        "variants": {},
     }
+    for right_context in args.right_contexts:
+        reference = None
+        for variant in args.variants:
+            if variant == "stock":
+                model.encoder.float().load_state_dict(pristine)
+                from nemotron_speech.asr.model import select_right_context
+
+                geometry = select_right_context(model, right_context)
+                for batch in args.batches:
+                    row = {
+                        "variant": "stock",
+                        "right_context": right_context,
+                        "batch": batch,
+                        "chunk_ms": geometry.chunk_ms,
+                        **stats(time_stock(model, batch, geometry, args.steps, args.warm)),
+                    }
+                    result["steps"].append(row)
+                    print_step(row)
+                continue
+            model.encoder.float().load_state_dict(pristine)
+            engine = AsrEngine(
+                model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
+            )
+            engine.warmup()
+            summary = {"right_context": right_context}
+            for batch in args.batches:
+                reset_memory(device)
+                row = {
+                    "variant": variant,
+                    "right_context": right_context,
+                    "batch": batch,
+                    "chunk_ms": engine.chunk_ms,
+                    **stats(time_steps(engine, batch, audio, args.steps, args.warm)),
+                    "peak_gpu_gb": peak_memory_gb(device),
+                }
+                result["steps"].append(row)
+                print_step(row)
+            summary["finalize_b1"] = stats(time_finalize(engine, audio))
+            tokens = [engine.transcribe(u).token_ids for u in utterances]
+            if variant == "eager":
+                reference = tokens
+            if reference is not None:
+                summary["agreement_with_eager_fp32"] = agreement(reference, tokens)
+            summary["real_time"] = []
+            for streams in args.realtime:
+                reset_memory(device)
+                lags = real_time_lags(engine, streams, audio, args.realtime_seconds)
+                summary["real_time"].append(
+                    {
+                        "streams": streams,
+                        "chunks": len(lags),
+                        **stats(lags or [float("inf")]),
+                        "real_time": bool(lags) and stats(lags)["p99_ms"] <= engine.chunk_ms,
+                        "peak_gpu_gb": peak_memory_gb(device),
+                    }
+                )
+            result["variants"][f"{variant}@R{right_context}"] = summary
+            print(f"{variant} R={right_context}: " + json.dumps(summary), flush=True)
+            del engine
+            gc.collect()
+    return result
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+def reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-HEADER = (
-    "| R | B | chunk ms | ours p50 | ours max | stock p50 | stock max | ours stream-eq "
-    "| ours real time | peak GPU GB |\n|---|---|---|---|---|---|---|---|---|---|"
-)
-
-
-def print_row(row: dict) -> None:
-    if not getattr(print_row, "printed", False):
-        print(HEADER)
-        print_row.printed = True
+def print_step(row: dict) -> None:
+    if not getattr(print_step, "printed", False):
+        print("| variant | R | B | chunk ms | p50 ms | p99 ms | max ms | peak GPU GB |")
+        print("|---|---|---|---|---|---|---|---|")
+        print_step.printed = True
     print(
-        f"| {row['right_context']} | {row['batch']} | {row['chunk_ms']:.0f} "
-        f"| {row['ours']['p50_ms']} | {row['ours']['max_ms']} | {row['stock']['p50_ms']} "
-        f"| {row['stock']['max_ms']} | {row['ours_stream_equivalents']} "
-        f"| {'yes' if row['ours_real_time'] else 'no'} | {row['peak_gpu_memory_gb'] or '-'} |",
+        f"| {row['variant']} | {row['right_context']} | {row['batch']} | {row['chunk_ms']:.0f} "
+        f"| {row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} "
+        f"| {row.get('peak_gpu_gb') or '-'} |",
         flush=True,
     )
+
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help=".nemo file (default: the generated test model)")
-    parser.add_argument(
-        "--full-size", action="store_true", help="~0.6 B architecture, random weights"
-    )
+    parser.add_argument("--full-size", action="store_true", help="~0.6 B architecture, random")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=["stock", "eager"])
+    parser.add_argument("--right-contexts", type=int_list, default=[0, 1, 6, 13])
+    parser.add_argument("--batches", type=int_list, default=[1, 4, 16])
     parser.add_argument(
-        "--right-contexts", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 6, 13]
+        "--realtime",
+        type=int_list,
+        default=[1, 8],
+        help="stream counts for the real-time simulation",
     )
-    parser.add_argument(
-        "--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 16]
-    )
+    parser.add_argument("--realtime-seconds", type=float, default=3.0)
+    parser.add_argument("--utterances", type=int, default=4, help="for token agreement")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
     parser.add_argument("--warm", type=int, default=3, help="untimed steps per row")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

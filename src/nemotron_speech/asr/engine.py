@@ -50,6 +50,7 @@ class StepInfo:
     batch_size: int
     model_calls: int
     seconds: float
+    stream_ids: tuple[int, ...] = ()  # the streams that ran a chunk
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -164,6 +165,10 @@ class AsrEngine:
             )
         stream.add_pcm16(pcm16)
 
+    def has_chunk(self, stream_id: int) -> bool:
+        """The stream's next chunk is ready: the next `step()` will run it."""
+        return self._stream(stream_id).has_chunk()
+
     def buffered_seconds(self, stream_id: int) -> float:
         """Audio received but not yet processed."""
         return self._stream(stream_id).pending_samples / SAMPLE_RATE
@@ -219,7 +224,10 @@ class AsrEngine:
         for stream in ready:
             results.extend(self._report(stream))
         self.last_step = StepInfo(
-            len(ready), int(bool(first)) + int(bool(later)), time.perf_counter() - started
+            len(ready),
+            int(bool(first)) + int(bool(later)),
+            time.perf_counter() - started,
+            tuple(stream.stream_id for stream in ready),
         )
         return results
 
