@@ -82,6 +82,12 @@ def test_serve_llm_names_the_download_command_when_weights_are_missing(tmp_path,
     assert "nemotron-speech download llm --llm-variant fp8" in capsys.readouterr().err
 
 
+def test_cpu_fixture_needs_the_vllm_python(monkeypatch, capsys):
+    monkeypatch.delenv("NEMOTRON_VLLM_PYTHON", raising=False)
+    assert cli.main(["serve-llm", "--target", "cpu-fixture", "--dry-run"]) == 2
+    assert "setup_vllm.sh" in capsys.readouterr().err
+
+
 def test_cli_modules_import_no_heavy_libraries():
     code = (
         "import sys, nemotron_speech.cli as c; c.build_parser(); "

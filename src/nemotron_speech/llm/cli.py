@@ -74,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
     from nemotron_speech.llm.server import ServerStartError, start_server
 
     extra = tuple(a for a in args.extra if a != "--")
+    if args.target == "cpu-fixture" and not args.python:
+        print(
+            "cpu-fixture needs the vLLM environment's python: --python or NEMOTRON_VLLM_PYTHON "
+            "(create it with .ci/setup_vllm.sh)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         spec = build_command(
             args.target,
