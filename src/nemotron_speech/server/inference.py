@@ -16,6 +16,7 @@ stream the next utterance without waiting for the previous final.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemotron_speech.asr import BufferFullError
+from nemotron_speech.asr import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
 from nemotron_speech.server.metrics import ServerMetrics
 
@@ -77,7 +78,7 @@ class _Stream:
     sink: Sink
     finalize_requested_at: float | None = None  # set while a hard finalize is in progress
     deferred: list[_Feed | _Reset] = field(default_factory=list)  # waiting for the final
-    soft_waiting: int = 0  # soft resets to answer once the stream's backlog is processed
+    deferred_bytes: int = 0  # audio among `deferred`, bounded like the engine's buffer
     failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
 
 
@@ -131,33 +132,33 @@ class InferenceWorker:
             self._loop.call_soon_threadsafe(_settle, self.loaded, None, exc)
             return
         self.engine = engine
-        self._chunk_seconds = engine.chunk_ms / 1000
         self._loop.call_soon_threadsafe(_settle, self.loaded, engine, None)
         self._serve()
 
     def _serve(self) -> None:
-        engine = self.engine
         while True:
-            # sleep until there is something to do; then take everything queued, so that audio
+            # sleep while there is nothing to do; then take everything queued, so that audio
             # which arrived during the last step joins the next one
-            command = None if engine.has_work() else self._commands.get()
-            while True:
+            commands = [] if self.engine.has_work() else [self._commands.get()]
+            commands += self._drain()
+            for command in commands:
                 if command is _STOP:
                     return
-                if command is not None:
+                try:
                     self._apply(command)
-                command = self._next_nowait()
-                if command is None:
-                    break
-            if engine.has_work():
+                except Exception:  # a bug must cost one stream, never the inference thread
+                    log.exception("failed to apply %s", type(command).__name__)
+                    self._fail(getattr(command, "stream_id", None))
+            if self.engine.has_work():
                 self._step()
-            self._answer_soft_resets()
 
-    def _next_nowait(self):
-        try:
-            return self._commands.get_nowait()
-        except queue.Empty:
-            return None
+    def _drain(self) -> list:
+        commands = []
+        while True:
+            try:
+                commands.append(self._commands.get_nowait())
+            except queue.Empty:
+                return commands
 
     def _apply(self, command) -> None:
         if isinstance(command, _Open):
@@ -175,6 +176,11 @@ class InferenceWorker:
         if stream is None or stream.failed:
             return
         if stream.finalize_requested_at is not None:
+            if isinstance(command, _Feed):
+                stream.deferred_bytes += len(command.data)
+                if stream.deferred_bytes > 2 * self.engine.max_buffered_samples:
+                    self._buffer_full(stream, "too much audio arrived while finalizing")
+                    return
             stream.deferred.append(command)
         elif isinstance(command, _Feed):
             self._feed(command.stream_id, stream, command.data)
@@ -182,32 +188,33 @@ class InferenceWorker:
             self.engine.request_finalize(command.stream_id)
             stream.finalize_requested_at = command.received_at
         else:
-            stream.soft_waiting += 1
+            self._soft_final(command.stream_id, stream)
 
     def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
         try:
             self.engine.feed(stream_id, data)
         except BufferFullError as exc:
-            stream.failed = True
-            self._send(stream, Error(f"audio buffer full: {exc}"))
-            self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
-            self._metrics.client_errors.inc(label="buffer_full")
+            self._buffer_full(stream, str(exc))
             return
         self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
 
-    def _step(self) -> None:
+    def _buffer_full(self, stream: _Stream, detail: str) -> None:
+        """End a stream that sends audio faster than it can be processed: dropping audio would
+        silently corrupt its transcript, and an unbounded buffer would let it exhaust memory."""
+        stream.failed = True
+        self._send(stream, Error(f"audio buffer full: {detail}"))
+        self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
+        self._metrics.client_errors.inc(label="buffer_full")
+
+    def _step(self, only: tuple[int, ...] | None = None) -> bool:
+        """One engine step (over every ready stream, or `only` these); False if it ran none."""
         try:
-            results = self.engine.step()
+            results = self.engine.step(only=only)
         except Exception:
             log.exception("engine step failed; closing every stream")
-            for stream_id, stream in list(self._streams.items()):
-                stream.failed = True
-                self._send(stream, Error("internal error in the ASR engine; reconnect"))
-                self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
-                self._streams.pop(stream_id)
-                self.engine.close(stream_id)
-            self._metrics.streams_open.set(self.engine.open_streams)
-            return
+            for stream_id in list(self._streams):
+                self._fail(stream_id)
+            return False
         info = self.engine.last_step
         if info.batch_size:
             self._metrics.steps.inc()
@@ -216,9 +223,22 @@ class InferenceWorker:
         for result in results:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
-                self._deliver(result.stream_id, stream, result)
+                self._deliver(stream, result)
+        return info.batch_size > 0
 
-    def _deliver(self, stream_id: int, stream: _Stream, result) -> None:
+    def _fail(self, stream_id: int | None) -> None:
+        """End a stream after an internal error: tell the client, close with 1011, free it."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.failed = True
+        self._send(stream, Error("internal error in the ASR engine; reconnect"))
+        self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        with contextlib.suppress(AsrError):
+            self.engine.close(stream_id)
+        self._metrics.streams_open.set(self.engine.open_streams)
+
+    def _deliver(self, stream: _Stream, result) -> None:
         if not result.is_final:
             self._send(stream, Transcript(result.text))
             self._metrics.transcripts.inc(label="interim")
@@ -230,23 +250,20 @@ class InferenceWorker:
                 time.perf_counter() - stream.finalize_requested_at
             )
         stream.finalize_requested_at = None
-        deferred, stream.deferred = stream.deferred, []
+        deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
         for command in deferred:
             self._apply(command)
 
-    def _answer_soft_resets(self) -> None:
-        """A soft reset answers with the text of all audio received before it, up to the last
-        full chunk; streams with a backlog answer after the steps that process it."""
-        for stream_id, stream in self._streams.items():
-            if stream.soft_waiting and (
-                self.engine.buffered_seconds(stream_id) < self._chunk_seconds
-                or not self.engine.has_work()
-            ):
-                text = self.engine.flush(stream_id)
-                for _ in range(stream.soft_waiting):
-                    self._send(stream, Transcript(text, is_final=True, finalize=False))
-                    self._metrics.transcripts.inc(label="soft_final")
-                stream.soft_waiting = 0
+    def _soft_final(self, stream_id: int, stream: _Stream) -> None:
+        """Answer a soft reset with the text of all audio received before it (up to the last
+        full chunk): first step this stream alone through its backlog, usually nothing or one
+        chunk, then report its text and leave its state as it is."""
+        while self._step(only=(stream_id,)):
+            pass
+        if stream.failed:
+            return
+        self._send(stream, Transcript(self.engine.flush(stream_id), is_final=True))
+        self._metrics.transcripts.inc(label="soft_final")
 
     def _send(self, stream: _Stream, event: Event) -> None:
         self._loop.call_soon_threadsafe(stream.sink, event)

@@ -74,8 +74,6 @@ class Session:
             if self._stream_id is not None:
                 self._worker.close(self._stream_id)
             writer.cancel()
-            if self.websocket.close_code == CloseCode.MESSAGE_TOO_BIG:
-                self._metrics.client_errors.inc(label="too_big")
 
     async def shutdown(self, timeout: float) -> None:
         """Hard-finalize the stream, send its final text, then close with 1001."""
@@ -99,7 +97,9 @@ class Session:
                 self._outbox.put_nowait(StreamClosed(CloseCode.IDLE_TIMEOUT, "idle timeout"))
                 await self.websocket.wait_closed()
                 return
-            except ConnectionClosed:
+            except ConnectionClosed as closed:
+                if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                    self._metrics.client_errors.inc(label="too_big")
                 return
             if self.state is not State.STREAMING:
                 continue  # closing: the final is on its way; later input has nowhere to go

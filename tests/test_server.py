@@ -1,0 +1,258 @@
+"""The ASR server on loopback with the generated model: the seed's session, soft vs hard resets,
+concurrency equal to solo runs, bad input, limits, metrics and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+
+import pytest
+import websockets
+from server_fixtures import (
+    TOKEN,
+    events_until_final,
+    frames,
+    pcm16,
+    running_server,
+    transcribe,
+)
+
+from nemotron_speech.client import AsrClient, AsrConnectionError
+from nemotron_speech.protocol import CloseCode, Error, Transcript
+from nemotron_speech.testing.sentences import SENTENCES
+
+MAX_STREAMS = 20
+IDLE_TIMEOUT = 2.5
+MAX_MESSAGE_BYTES = 65536
+
+
+@pytest.fixture(scope="module")
+def server(asr_model_path, tmp_path_factory):
+    options = [
+        "--auth-token", TOKEN, "--max-streams", str(MAX_STREAMS),
+        "--idle-timeout", str(IDLE_TIMEOUT), "--max-message-bytes", str(MAX_MESSAGE_BYTES),
+        "--max-buffered-seconds", "8",
+    ]  # fmt: skip
+    with running_server(asr_model_path, tmp_path_factory.mktemp("server"), *options) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def audio(speech_wavs) -> list[bytes]:
+    return [pcm16(path) for path in speech_wavs]
+
+
+def headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_health_and_startup_log(server):
+    status, body = server.http("/health")
+    assert status == 200 and json.loads(body)["status"] == "ready"
+    log = server.log()
+    assert "device=cpu right_context=1 (chunk 160 ms" in log and "memory=rss" in log
+
+
+async def test_seed_style_session(server, audio):
+    """ready -> interims (each a new text, never final) -> final on end, with raw websockets."""
+    async with websockets.connect(server.url, additional_headers=headers()) as ws:
+        assert json.loads(await ws.recv()) == {
+            "type": "ready", "protocol_version": 1, "sample_rate": 16000, "chunk_ms": 160.0,
+            "right_context": 1,
+        }  # fmt: skip
+        for frame in frames(audio[0], 16000):  # the seed's client sent 500 ms frames
+            await ws.send(frame)
+        await ws.send(json.dumps({"type": "end"}))
+        messages = []
+        while not messages or not messages[-1]["is_final"]:
+            messages.append(json.loads(await ws.recv()))
+    *partials, final = messages
+    assert final == {"type": "transcript", "text": SENTENCES[0], "is_final": True,
+                     "finalize": True}  # fmt: skip
+    assert partials and all(m["type"] == "transcript" and not m["is_final"] for m in partials)
+    texts = [m["text"] for m in partials]
+    assert all(a != b for a, b in zip(texts, texts[1:], strict=False)), "repeated interim"
+    assert all(text for text in texts), "interim for silence"
+
+
+async def test_soft_reset_keeps_state(server, audio):
+    half = len(audio[1]) // 2 // 2 * 2
+    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+        for frame in frames(audio[1][:half]):
+            await client.send_audio(frame)
+        await client.flush()
+        soft = await _next_final(client)
+        assert not soft.finalize and soft.text and SENTENCES[1].startswith(soft.text)
+        for frame in frames(audio[1][half:]):
+            await client.send_audio(frame)
+        await client.end()
+        events = await events_until_final(client)
+    assert events[-1] == Transcript(SENTENCES[1], is_final=True, finalize=True)
+
+
+async def test_hard_reset_then_next_utterance_on_same_stream(server, audio):
+    """The next utterance's audio may follow the reset at once; its final holds only itself."""
+    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+        await send(client, audio[2])
+        await client.finalize()
+        await send(client, audio[3])  # arrives while the first utterance is finalizing
+        await client.end()
+        first = await events_until_final(client)
+        second = await events_until_final(client)
+        await send(client, audio[4])  # still usable after end
+        await client.end()
+        third = await events_until_final(client)
+    assert first[-1].text == SENTENCES[2]
+    assert second[-1].text == SENTENCES[3]
+    assert third[-1].text == SENTENCES[4]
+
+
+async def test_sixteen_concurrent_clients_match_solo_runs(server, audio):
+    solo = [await transcribe(server.url, a) for a in audio]
+    together = await asyncio.gather(*(transcribe(server.url, a) for a in audio))
+    for index, (alone, batched) in enumerate(zip(solo, together, strict=True)):
+        assert batched[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
+        assert batched == alone
+    assert server.metric('asr_step_batch_size_bucket{le="1"}') < server.metric(
+        "asr_step_batch_size_count"
+    ), "no step ever batched two streams"
+
+
+async def test_odd_byte_frames_are_carried(server, audio):
+    odd = frames(audio[5], 3201)  # every frame but the last has an odd length
+    events = await transcribe(server.url, b"".join(odd), size=3201)
+    assert events[-1].text == SENTENCES[5]
+
+
+async def test_malformed_messages_get_clear_errors_and_stream_survives(server, audio):
+    bad = {
+        "not json": "text frames must be JSON messages (Expecting value: line 1 column 1 "
+        "(char 0)); send audio as binary frames",
+        "[1, 2]": 'a message must be a JSON object with a "type" field, got list',
+        "{}": 'message has no "type" field; expected one of reset, end',
+        '{"type": "flush"}': 'unknown message type "flush"; expected one of reset, end',
+        '{"type": "reset", "finalize": "yes"}': '"finalize" must be true or false, got "yes"',
+        "": "text frames must be JSON messages (Expecting value: line 1 column 1 (char 0)); "
+        "send audio as binary frames",
+    }
+    errors_before = server.metric('asr_client_errors_total{cause="bad_message"}')
+    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+        for text in bad:
+            await client._websocket.send(text)
+        replies = [await client.recv() for _ in bad]
+        assert replies == [Error(message) for message in bad.values()]
+        await send(client, audio[6])
+        await client.end()
+        events = await events_until_final(client)
+    assert events[-1].text == SENTENCES[6]
+    assert server.metric('asr_client_errors_total{cause="bad_message"}') == errors_before + 6
+
+
+async def test_frame_over_size_limit_closes_with_1009(server):
+    client = await AsrClient.connect(server.url, token=TOKEN)
+    await client.send_audio(bytes(MAX_MESSAGE_BYTES + 2))
+    with pytest.raises(AsrConnectionError) as error:
+        await client.recv()
+    assert error.value.code == CloseCode.MESSAGE_TOO_BIG
+    assert error.value.reason.endswith(f"exceeds limit of {MAX_MESSAGE_BYTES} bytes")
+    server.wait_for_metric("asr_streams_open", 0)
+
+
+async def test_audio_faster_than_real_time_is_refused(server):
+    """60 s of audio at loopback speed overflows the 8 s buffer: an error, then 1008."""
+    client = await AsrClient.connect(server.url, token=TOKEN)
+    with contextlib.suppress(AsrConnectionError):  # sending may or may not see the close
+        for frame in frames(bytes(60 * 32000), MAX_MESSAGE_BYTES):
+            await client.send_audio(frame)
+    events = [event async for event in client]
+    assert len(events) == 1 and events[0].message.startswith("audio buffer full: stream ")
+    assert "send audio no faster than real time" in events[0].message
+    assert (client.close_code, client.close_reason) == (1008, "audio buffer full")
+    server.wait_for_metric("asr_streams_open", 0)
+
+
+async def test_idle_client_is_closed(server):
+    client = await AsrClient.connect(server.url, token=TOKEN)
+    events = [event async for event in client]  # send nothing
+    assert events == [Error(f"no message for {IDLE_TIMEOUT:g} s")]
+    assert (client.close_code, client.close_reason) == (CloseCode.IDLE_TIMEOUT, "idle timeout")
+
+
+async def test_vanished_client_frees_its_stream(server, audio):
+    client = await AsrClient.connect(server.url, token=TOKEN)
+    await send(client, audio[7][: len(audio[7]) // 2])
+    server.wait_for_metric("asr_streams_open", 1)
+    client._websocket.transport.abort()  # no close frame: the client just disappears
+    await asyncio.sleep(0.01)  # let the loop drop the socket before the blocking metric polls
+    server.wait_for_metric("asr_streams_open", 0)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+async def test_missing_or_wrong_token_is_refused_before_audio(server, token):
+    before = server.metric('asr_connections_rejected_total{reason="auth"}')
+    with pytest.raises(AsrConnectionError) as error:
+        await AsrClient.connect(server.url, token=token)
+    assert error.value.code == 401
+    what = "wrong" if token else "missing"
+    assert error.value.reason == f"{what} token: send the header 'Authorization: Bearer <token>'"
+    assert server.metric('asr_connections_rejected_total{reason="auth"}') == before + 1
+
+
+async def test_connections_over_max_streams_are_closed_with_1013(server, audio):
+    clients = [await AsrClient.connect(server.url, token=TOKEN) for _ in range(MAX_STREAMS)]
+    with pytest.raises(AsrConnectionError) as error:
+        await AsrClient.connect(server.url, token=TOKEN)
+    assert error.value.code == CloseCode.TRY_AGAIN_LATER
+    assert error.value.reason == f"server is at its limit of {MAX_STREAMS} streams"
+    assert server.metric('asr_connections_rejected_total{reason="max_streams"}') == 1
+    await clients.pop().close()
+    server.wait_for_metric("asr_streams_open", MAX_STREAMS - 1)
+    events = await transcribe(server.url, audio[8])  # a freed place is usable again
+    assert events[-1].text == SENTENCES[8]
+    await asyncio.gather(*(client.close() for client in clients))
+    server.wait_for_metric("asr_streams_open", 0)
+
+
+async def test_metrics_account_for_everything(server):
+    status, text = server.http("/metrics")
+    assert status == 200 and "# TYPE asr_step_seconds histogram" in text
+    server.wait_for_metric("asr_streams_open", 0)
+    assert server.metric("asr_steps_total") == server.metric("asr_step_batch_size_count")
+    assert server.metric("asr_steps_total") == server.metric("asr_step_seconds_count")
+    finals = server.metric('asr_transcripts_total{kind="final"}')
+    assert finals >= 2 * 16 + 6 and server.metric("asr_finalize_seconds_count") == finals
+    assert server.metric('asr_transcripts_total{kind="soft_final"}') == 1
+    assert server.metric("asr_audio_seconds_total") > 2 * 57  # two passes over 16 sentences
+    assert server.metric('asr_client_errors_total{cause="too_big"}') == 1
+    assert server.metric('asr_client_errors_total{cause="buffer_full"}') == 1
+    assert server.metric('asr_client_errors_total{cause="idle_timeout"}') == 1
+
+
+async def send(client: AsrClient, audio: bytes) -> None:
+    for frame in frames(audio):
+        await client.send_audio(frame)
+
+
+async def _next_final(client: AsrClient) -> Transcript:
+    while True:
+        event = await client.recv()
+        if isinstance(event, Transcript) and event.is_final:
+            return event
+
+
+async def test_sigterm_finalizes_open_streams(asr_model_path, tmp_path, audio):
+    """Shutdown sends each open stream the final of the audio it has, then closes with 1001."""
+    with running_server(asr_model_path, tmp_path) as server:
+        clients = [await AsrClient.connect(server.url) for _ in range(2)]
+        for client, index in zip(clients, (9, 10), strict=True):
+            await send(client, audio[index])
+        server.wait_for_metric("asr_audio_seconds_total", (len(audio[9]) + len(audio[10])) / 32000)
+        server.process.send_signal(signal.SIGTERM)
+        for client, index in zip(clients, (9, 10), strict=True):
+            events = [event async for event in client]
+            assert events[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
+            assert (client.close_code, client.close_reason) == (1001, "server shutting down")
+        assert server.process.wait(30) == 0
+        assert "shutting down: finalizing 2 open streams" in server.log()
