@@ -77,6 +77,20 @@ def test_dry_run_prints_the_command_documented_in_spark_md(capsys):
     assert printed in (ROOT / "docs" / "spark.md").read_text()
 
 
+def test_flags_after_double_dash_are_passed_to_vllm(capsys):
+    argv = [
+        "serve-llm",
+        "--target",
+        "spark",
+        "--dry-run",
+        "--",
+        "--mamba-ssm-cache-dtype",
+        "float32",
+    ]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.split()[-2:] == ["--mamba-ssm-cache-dtype", "float32"]
+
+
 def test_serve_llm_names_the_download_command_when_weights_are_missing(tmp_path, capsys):
     assert cli.main(["serve-llm", "--target", "x86", "--models-dir", str(tmp_path)]) == 2
     assert "nemotron-speech download llm --llm-variant fp8" in capsys.readouterr().err
