@@ -67,13 +67,13 @@ def test_shell_line_round_trips():
     assert words == [f"{k}={v}" for k, v in sorted(spec.env.items())] + spec.argv
 
 
-def test_dry_run_prints_the_command_documented_in_spark_md(capsys):
-    assert cli.main(["serve-llm", "--target", "spark", "--models-dir", "/models", "--dry-run"]) == 0
+@pytest.mark.parametrize(("target", "variant"), [("spark", "nvfp4"), ("x86", "fp8")])
+def test_dry_run_prints_the_command_documented_in_spark_md(capsys, target, variant):
+    argv = ["serve-llm", "--target", target, "--models-dir", "/models", "--dry-run"]
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out.strip()
-    assert (
-        printed
-        == build_command("spark", "/models/llm/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4").shell()
-    )
+    model = str(download.llm_path(Path("/models"), variant))
+    assert printed == build_command(target, model).shell()
     assert printed in (ROOT / "docs" / "spark.md").read_text()
 
 
