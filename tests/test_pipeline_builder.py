@@ -1,0 +1,178 @@
+"""The voice-agent builder with stand-in STT and LLM (no servers): shape, turns, latency, TTS.
+
+Real pieces: pipecat's aggregators, Silero VAD and smart-turn, the espeak-ng TTS service, and the
+real-time `WavTransport` playing the test speech. The STT and LLM are stand-ins here; the
+end-to-end test (`test_voice_bot_e2e.py`) runs the real ASR server and vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.stt_service import STTService
+from pipecat.utils.time import time_now_iso8601
+from server_fixtures import pcm16
+
+from nemotron_speech.pipeline import build_voice_agent, contributions, user_text
+from nemotron_speech.pipeline.tools import get_weather
+from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.testing.transport import WavTransport
+from nemotron_speech.tts import EspeakNotFoundError, EspeakTTSService, create_tts
+
+SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
+REPLY = "Yes, I can hear you."
+
+
+class ScriptedSTT(STTService):
+    """Says `text` (finalized) when the VAD hears the user stop, as a streaming STT does."""
+
+    def __init__(self, text: str):
+        super().__init__(sample_rate=16000, ttfs_p99_latency=0.3)
+        self._text = text
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        yield None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self.request_finalize()
+            self.confirm_finalize()
+            await self.push_frame(TranscriptionFrame(self._text, "", time_now_iso8601()))
+
+
+class ScriptedLLM(OpenAILLMService):
+    """Answers every request with `REPLY` and records the messages it was sent."""
+
+    def __init__(self):
+        super().__init__(api_key="unused", settings=OpenAILLMService.Settings(model="scripted"))
+        self.requests: list[list[dict]] = []
+
+    async def _process_context(self, context: LLMContext):
+        self.requests.append(list(context.get_messages()))
+        await self.start_ttfb_metrics()
+        await asyncio.sleep(0.05)  # "first token"
+        await self.stop_ttfb_metrics()
+        await self.push_frame(LLMTextFrame(REPLY))
+
+
+def test_pipeline_order_and_context():
+    transport = WavTransport(b"")
+    stt, llm = ScriptedSTT("hi"), ScriptedLLM()
+    tts = EspeakTTSService()
+
+    agent = build_voice_agent(
+        transport=transport,
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        system_prompt="Be brief.",
+        tools=[get_weather],
+    )
+    assert agent.pipeline.processors[1:-1] == [
+        transport.input(),
+        stt,
+        agent.user_aggregator,
+        llm,
+        tts,
+        transport.output(),
+        agent.assistant_aggregator,
+    ]
+    assert agent.context.get_messages() == [{"role": "system", "content": "Be brief."}]
+    assert [t.name for t in agent.context.tools.standard_tools] == ["get_weather"]
+    assert agent.latency.observer in agent.worker._observer._observers
+
+    text_only = build_voice_agent(transport=transport, llm=llm, system_prompt="x")
+    assert stt not in text_only.pipeline.processors and tts not in text_only.pipeline.processors
+
+
+async def run_until(agent, done, timeout: float) -> None:
+    """Run the agent until `done()` holds, then end it cleanly."""
+    runner = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.1)
+        await agent.worker.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 20)
+    finally:
+        runner.cancel()
+
+
+async def test_voice_turn_reaches_llm_and_bot_speaks(speech_wavs):
+    """Speech -> VAD + smart-turn -> LLM gets the transcript -> espeak audio comes out."""
+    transport = WavTransport(pcm16(speech_wavs[SENTENCE]))
+    llm = ScriptedLLM()
+    agent = build_voice_agent(
+        transport=transport,
+        stt=ScriptedSTT(SENTENCES[SENTENCE]),
+        llm=llm,
+        tts=EspeakTTSService(),
+        system_prompt="Be brief.",
+    )
+    await run_until(agent, lambda: agent.latency.breakdowns, timeout=60)
+
+    assert llm.requests[0][-1] == {"role": "user", "content": SENTENCES[SENTENCE]}
+    assert len(transport.output().audio) > 0.5 * 2 * 24000  # > 0.5 s of speech at 24 kHz
+    parts = contributions(agent.latency.breakdowns[0])
+    assert {"endpointing_wait", "transcription", "llm_inference", "speech_synthesis"} <= set(parts)
+    assert parts["endpointing_wait"] == pytest.approx(0.2, abs=0.05)
+    assert 0.2 < agent.latency.breakdowns[0].total_secs < 5
+
+
+async def test_text_in_voice_out():
+    """No STT, no VAD: a typed user turn is answered in speech, and the context keeps it."""
+    transport = WavTransport(b"")
+    llm = ScriptedLLM()
+    agent = build_voice_agent(
+        transport=transport, llm=llm, tts=EspeakTTSService(), system_prompt="Be brief."
+    )
+    output = transport.output()
+    runner = asyncio.create_task(agent.run())
+    await agent.worker.queue_frames(user_text("hello there"))
+    async with asyncio.timeout(30):
+        while len(agent.context.get_messages()) < 3:
+            await asyncio.sleep(0.1)
+    await agent.worker.queue_frame(EndFrame())
+    await asyncio.wait_for(runner, 20)
+    assert llm.requests[0][-1] == {"role": "user", "content": "hello there"}
+    assert agent.context.get_messages()[-1] == {"role": "assistant", "content": REPLY}
+    assert output.first_audio_at is not None
+
+
+async def test_say_speaks_without_llm():
+    transport = WavTransport(b"")
+    llm = ScriptedLLM()
+    agent = build_voice_agent(transport=transport, llm=llm, tts=EspeakTTSService())
+    runner = asyncio.create_task(agent.run())
+    await agent.say("Hello, I am listening.")
+    async with asyncio.timeout(30):
+        while transport.output().first_audio_at is None:
+            await asyncio.sleep(0.1)
+    await agent.worker.queue_frame(EndFrame())
+    await asyncio.wait_for(runner, 20)
+    assert llm.requests == []
+
+
+def test_kokoro_without_weights_names_the_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nemotron-speech download tts"):
+        create_tts("kokoro", models=tmp_path)
+
+
+def test_espeak_missing_names_the_package():
+    with pytest.raises(EspeakNotFoundError, match="apt-get install espeak-ng"):
+        EspeakTTSService(executable="espeak-ng-not-installed")
+    with pytest.raises(ValueError, match="kokoro, espeak"):
+        create_tts("nope")  # type: ignore[arg-type]
