@@ -32,7 +32,11 @@ import numpy as np
 import torch
 
 from nemotron_speech.asr import AsrEngine
-from nemotron_speech.asr.model import configure_decoding, load_nemo_model
+from nemotron_speech.asr.model import (
+    configure_decoding,
+    load_nemo_model,
+    select_right_context,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
@@ -222,64 +226,96 @@ def run(args) -> dict:
     for right_context in args.right_contexts:
         reference = None
         for variant in args.variants:
-            if variant == "stock":
-                model.encoder.float().load_state_dict(pristine)
-                from nemotron_speech.asr.model import select_right_context
-
-                geometry = select_right_context(model, right_context)
-                for batch in args.batches:
-                    row = {
-                        "variant": "stock",
-                        "right_context": right_context,
-                        "batch": batch,
-                        "chunk_ms": geometry.chunk_ms,
-                        **stats(time_stock(model, batch, geometry, args.steps, args.warm)),
-                    }
-                    result["steps"].append(row)
-                    print_step(row)
-                continue
-            model.encoder.float().load_state_dict(pristine)
-            engine = AsrEngine(
-                model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
-            )
-            engine.warmup()
-            summary = {"right_context": right_context}
-            for batch in args.batches:
-                reset_memory(device)
-                row = {
-                    "variant": variant,
-                    "right_context": right_context,
-                    "batch": batch,
-                    "chunk_ms": engine.chunk_ms,
-                    **stats(time_steps(engine, batch, audio, args.steps, args.warm)),
-                    "peak_gpu_gb": peak_memory_gb(device),
-                }
-                result["steps"].append(row)
-                print_step(row)
-            summary["finalize_b1"] = stats(time_finalize(engine, audio))
-            tokens = [engine.transcribe(u).token_ids for u in utterances]
-            if variant == "eager":
-                reference = tokens
-            if reference is not None:
-                summary["agreement_with_eager_fp32"] = agreement(reference, tokens)
-            summary["real_time"] = []
-            for streams in args.realtime:
-                reset_memory(device)
-                lags = real_time_lags(engine, streams, audio, args.realtime_seconds)
-                summary["real_time"].append(
-                    {
-                        "streams": streams,
-                        "chunks": len(lags),
-                        **stats(lags or [float("inf")]),
-                        "real_time": bool(lags) and stats(lags)["p99_ms"] <= engine.chunk_ms,
-                        "peak_gpu_gb": peak_memory_gb(device),
-                    }
+            key = f"{variant}@R{right_context}"
+            runner = run_stock if variant == "stock" else run_variant
+            try:
+                result["variants"][key] = runner(
+                    args,
+                    model,
+                    pristine,
+                    variant,
+                    right_context,
+                    audio,
+                    utterances,
+                    result,
+                    reference,
                 )
-            result["variants"][f"{variant}@R{right_context}"] = summary
-            print(f"{variant} R={right_context}: " + json.dumps(summary), flush=True)
-            del engine
-            gc.collect()
+            except Exception as exc:  # keep the rest of a scarce device run
+                result["variants"][key] = {"error": repr(exc)}
+                print(f"{key} failed: {exc!r}", flush=True)
+                continue
+            if variant == "eager":
+                reference = result["variants"][key]["tokens"]
     return result
+
+
+def run_stock(
+    args, model, pristine, variant, right_context, audio, utterances, result, reference
+) -> dict:
+    """NeMo's `conformer_stream_step` loop at every batch size."""
+    device = torch.device(args.device)
+    model.encoder.float().load_state_dict(pristine)
+    geometry = select_right_context(model, right_context)
+    for batch in args.batches:
+        reset_memory(device)
+        row = {
+            "variant": variant,
+            "right_context": right_context,
+            "batch": batch,
+            "chunk_ms": geometry.chunk_ms,
+            **stats(time_stock(model, batch, geometry, args.steps, args.warm)),
+            "peak_gpu_gb": peak_memory_gb(device),
+        }
+        result["steps"].append(row)
+        print_step(row)
+    return {"right_context": right_context}
+
+
+def run_variant(
+    args, model, pristine, variant, right_context, audio, utterances, result, reference
+) -> dict:
+    """Step times, finalize latency, agreement and real-time lags of one engine variant."""
+    device = torch.device(args.device)
+    model.encoder.float().load_state_dict(pristine)
+    engine = AsrEngine(
+        model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
+    )
+    engine.warmup()
+    summary: dict = {"right_context": right_context}
+    for batch in args.batches:
+        reset_memory(device)
+        row = {
+            "variant": variant,
+            "right_context": right_context,
+            "batch": batch,
+            "chunk_ms": engine.chunk_ms,
+            **stats(time_steps(engine, batch, audio, args.steps, args.warm)),
+            "peak_gpu_gb": peak_memory_gb(device),
+        }
+        result["steps"].append(row)
+        print_step(row)
+    summary["finalize_b1"] = stats(time_finalize(engine, audio))
+    summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
+    if reference is not None:
+        summary["agreement_with_eager_fp32"] = agreement(reference, summary["tokens"])
+    summary["real_time"] = []
+    for streams in args.realtime:
+        reset_memory(device)
+        lags = real_time_lags(engine, streams, audio, args.realtime_seconds)
+        summary["real_time"].append(
+            {
+                "streams": streams,
+                "chunks": len(lags),
+                **stats(lags or [float("inf")]),
+                "real_time": bool(lags) and stats(lags)["p99_ms"] <= engine.chunk_ms,
+                "peak_gpu_gb": peak_memory_gb(device),
+            }
+        )
+    printable = {k: v for k, v in summary.items() if k != "tokens"}
+    print(f"{variant} R={right_context}: " + json.dumps(printable), flush=True)
+    del engine
+    gc.collect()
+    return summary
 
 
 def reset_memory(device: torch.device) -> None:
