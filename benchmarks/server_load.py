@@ -1,0 +1,264 @@
+"""ASR server load benchmark: N concurrent clients streaming speech at real time.
+
+    python benchmarks/server_load.py                         # CPU, generated test model, N=1,8,32
+    python benchmarks/server_load.py --device cuda --model models/asr.nemo --clients 1,64,256,400
+
+Starts the server (or uses --url), then for each N runs N clients for --seconds. Each client
+sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences; after each
+sentence it sends `end` and waits for the final. Per N it reports:
+- lag: round trip of a soft reset sent once a second by every client. The server answers it
+  after stepping that stream through all complete chunks received, so the round trip is how far
+  the server's text trails the audio sent (queueing + backlog + one step).
+- finalize: `end` sent -> hard final received.
+- exact: finals equal to the sentence's text (the model transcribes them exactly alone).
+- server CPU (% of one core, from /proc), steps per second and mean batch size (from /metrics).
+Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
+The clients run in this process: on a small machine they compete with the server for CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import wave
+from collections import deque
+from datetime import date
+from pathlib import Path
+
+from nemotron_speech.client import AsrClient
+from nemotron_speech.protocol import Transcript
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
+SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
+PACKET_S = 0.02
+PACKET_BYTES = int(16000 * PACKET_S) * 2
+
+
+def load_utterances() -> list[tuple[bytes, str]]:
+    from nemotron_speech.testing.sentences import SENTENCES
+
+    utterances = []
+    for path in SPEECH:
+        with wave.open(str(path), "rb") as wav:
+            utterances.append((wav.readframes(wav.getnframes()), SENTENCES[int(path.stem)]))
+    return utterances
+
+
+class ClientStats:
+    def __init__(self) -> None:
+        self.lag: list[float] = []
+        self.finalize: list[float] = []
+        self.exact = 0
+        self.finals = 0
+        self.errors: list[str] = []
+
+
+async def run_client(
+    url: str,
+    token: str | None,
+    utterances,
+    first: int,
+    deadline: float,
+    delay: float,
+    stats: ClientStats,
+) -> None:
+    """Stream sentences at real time until `deadline`, probing lag once a second."""
+    await asyncio.sleep(delay)
+    client = await AsrClient.connect(url, token=token)
+    probes: deque[float] = deque()
+    final = asyncio.Event()
+    state = {"end_sent": 0.0, "expected": ""}
+
+    async def receive() -> None:
+        async for event in client:
+            now = time.perf_counter()
+            if not isinstance(event, Transcript):
+                stats.errors.append(event.message)
+            elif event.is_final and not event.finalize:
+                stats.lag.append(now - probes.popleft())
+            elif event.finalize:
+                stats.finalize.append(now - state["end_sent"])
+                stats.finals += 1
+                stats.exact += event.text == state["expected"]
+                final.set()
+
+    receiver = asyncio.create_task(receive())
+    index = first
+    async with client:
+        next_probe = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:
+            audio, state["expected"] = utterances[index % len(utterances)]
+            index += 1
+            start = time.perf_counter()
+            for k, offset in enumerate(range(0, len(audio), PACKET_BYTES)):
+                await asyncio.sleep(max(0.0, start + k * PACKET_S - time.perf_counter()))
+                await client.send_audio(audio[offset : offset + PACKET_BYTES])
+                if time.perf_counter() >= next_probe:
+                    probes.append(time.perf_counter())
+                    await client.flush()
+                    next_probe += 1.0
+            final.clear()
+            state["end_sent"] = time.perf_counter()
+            await client.end()
+            await asyncio.wait_for(final.wait(), 30)
+    receiver.cancel()
+
+
+def metrics(http: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
+def cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process: all threads, and its main thread alone (the
+    server's event loop; the rest is the inference thread and torch)."""
+    if pid is None:
+        return float("nan"), float("nan")
+
+    def read(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
+
+
+async def run_level(
+    url: str, token: str | None, n: int, seconds: float, pid: int | None, utterances
+) -> dict:
+    http = url.replace("ws://", "http://", 1)
+    before, cpu_before, started = metrics(http), cpu_seconds(pid), time.perf_counter()
+    own_before = sum(os.times()[:2])
+    deadline = started + seconds
+    stats = [ClientStats() for _ in range(n)]
+    await asyncio.gather(*(
+        run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stats[i])
+        for i in range(n)
+    ))  # fmt: skip
+    wall = time.perf_counter() - started
+    after, cpu_after, own_after = metrics(http), cpu_seconds(pid), sum(os.times()[:2])
+    steps = after["asr_steps_total"] - before["asr_steps_total"]
+    batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
+    step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
+    lag = sorted(x for s in stats for x in s.lag)
+    finalize = sorted(x for s in stats for x in s.finalize)
+    return {
+        "clients": n,
+        "seconds": round(wall, 2),
+        "lag_ms": percentiles(lag),
+        "finalize_ms": percentiles(finalize),
+        "finals": sum(s.finals for s in stats),
+        "exact": sum(s.exact for s in stats),
+        "errors": sum(len(s.errors) for s in stats),
+        "server_cpu_percent": round(100 * (cpu_after[0] - cpu_before[0]) / wall, 1),
+        "event_loop_cpu_percent": round(100 * (cpu_after[1] - cpu_before[1]) / wall, 1),
+        "client_cpu_percent": round(100 * (own_after - own_before) / wall, 1),
+        "steps_per_s": round(steps / wall, 1),
+        "mean_batch": round(batch / steps, 2) if steps else 0.0,
+        "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
+    return {"p50": round(1000 * q[49], 1), "p99": round(1000 * q[98], 1),
+            "max": round(1000 * values[-1], 1), "n": len(values)}  # fmt: skip
+
+
+def start_server(args) -> tuple[subprocess.Popen, str]:
+    command = [
+        sys.executable, "-m", "nemotron_speech.server", "--model", str(args.model),
+        "--port", "0", "--right-context", str(args.right_context), "--device", args.device,
+        "--max-streams", "4096", "--max-message-bytes", str(2**20),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    port = None
+    for line in process.stderr:
+        print(line.rstrip(), file=sys.stderr)
+        port = port or re.search(r"listening on ws://[^:]+:(\d+)", line)
+        if " ready: " in line:  # keep draining its log so the pipe never blocks the server
+            threading.Thread(target=lambda: sys.stderr.writelines(process.stderr),
+                             daemon=True).start()  # fmt: skip
+            return process, f"ws://127.0.0.1:{port.group(1)}"
+    raise SystemExit(f"server exited with {process.wait()} before it was ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="use a running server instead of starting one")
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--model", type=Path, default=TINY_MODEL)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--right-context", type=int, default=1)
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per N")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    process, url = (None, args.url) if args.url else start_server(args)
+    utterances = load_utterances()
+    rows = []
+    try:
+        for n in (int(x) for x in args.clients.split(",")):
+            pid = process.pid if process else None
+            rows.append(asyncio.run(run_level(url, args.token, n, args.seconds, pid, utterances)))
+            print_row(rows[-1], header=len(rows) == 1)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+    result = {
+        "date": date.today().isoformat(),
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "device": args.device,
+        "model": str(args.model),
+        "right_context": args.right_context,
+        "command": " ".join(sys.argv),
+        "rows": rows,
+    }
+    out = args.out or ROOT / "benchmarks" / "results" / f"server-load-{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def print_row(row: dict, header: bool) -> None:
+    if header:
+        print(
+            "| N | lag p50 / p99 ms | finalize p50 / p99 ms | exact finals | errors "
+            "| server CPU % (event loop) | client CPU % | steps/s | mean batch | mean step ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    lag, fin = row["lag_ms"], row["finalize_ms"]
+    cells = [
+        row["clients"], f"{lag['p50']} / {lag['p99']}", f"{fin['p50']} / {fin['p99']}",
+        f"{row['exact']}/{row['finals']}", row["errors"],
+        f"{row['server_cpu_percent']} ({row['event_loop_cpu_percent']})",
+        row["client_cpu_percent"], row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
+    ]  # fmt: skip
+    print("| " + " | ".join(str(cell) for cell in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
