@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from pipecat.frames.frames import (
     CancelFrame,
+    ClientConnectedFrame,
     EndFrame,
     InputAudioRawFrame,
     OutputAudioRawFrame,
@@ -29,10 +31,19 @@ FRAME_SECS = 0.02  # what SmallWebRTC delivers
 class WavInputTransport(BaseInputTransport):
     """Plays `audio` (PCM16 mono) after `lead_secs` of silence, then silence until stopped."""
 
-    def __init__(self, audio: bytes, params: TransportParams, *, lead_secs: float, **kwargs):
+    def __init__(
+        self,
+        audio: bytes,
+        params: TransportParams,
+        *,
+        lead_secs: float,
+        on_connected: Callable[[], Awaitable[None]],
+        **kwargs,
+    ):
         super().__init__(params, **kwargs)
         self._audio = audio
         self._lead_secs = lead_secs
+        self._on_connected = on_connected
         self._feed_task: asyncio.Task | None = None
         self.speech_started_at: float | None = None
         self.speech_ended_at: float | None = None  # wall clock (time.time()) of the last sample
@@ -40,6 +51,9 @@ class WavInputTransport(BaseInputTransport):
     async def start(self, frame: StartFrame):
         await super().start(frame)
         await self.set_transport_ready(frame)
+        # what a WebRTC client's arrival looks like to the pipeline and to the bot's handlers
+        await self.push_frame(ClientConnectedFrame())
+        await self._on_connected()
         self._feed_task = self.create_task(self._feed())
 
     async def stop(self, frame: EndFrame):
@@ -104,15 +118,27 @@ class RecordingOutputTransport(BaseOutputTransport):
 
 
 class WavTransport(BaseTransport):
-    """Input plays a recording, output records the bot: a whole conversation with no network."""
+    """Input plays a recording, output records the bot: a whole conversation with no network.
+
+    Like a WebRTC transport it fires `on_client_connected` when the pipeline starts (so a bot's
+    greeting plays) and `on_client_disconnected` never: end the worker yourself.
+    """
 
     def __init__(
         self, audio: bytes, *, lead_secs: float = 0.5, params: TransportParams | None = None
     ):
         super().__init__(name="WavTransport")
         params = params or TransportParams(audio_in_enabled=True, audio_out_enabled=True)
-        self._input = WavInputTransport(audio, params, lead_secs=lead_secs, name="WavInput")
+        self._input = WavInputTransport(
+            audio, params, lead_secs=lead_secs, on_connected=self._connected, name="WavInput"
+        )
         self._output = RecordingOutputTransport(params, name="RecordingOutput")
+
+        self._register_event_handler("on_client_connected")
+        self._register_event_handler("on_client_disconnected")
+
+    async def _connected(self) -> None:
+        await self._call_event_handler("on_client_connected", self, "wav-client")
 
     def input(self) -> WavInputTransport:
         return self._input

@@ -1,0 +1,36 @@
+"""The bundled voice bot: talk to Nemotron from a browser, Daily, or a phone line.
+
+    python pipelines/voice_bot.py -t webrtc                    # browser UI at http://localhost:7860
+    python pipelines/voice_bot.py -t webrtc --tts espeak       # any CPU box, no TTS weights
+    python pipelines/voice_bot.py -t daily                     # needs DAILY_API_KEY
+    python pipelines/voice_bot.py -t twilio -x NGROK_HOST      # telephony over a WebSocket
+
+Speech goes to the ASR server (`--asr-url`, or `--asr-model` to run the model in this process),
+the transcript to Nemotron on vLLM (`--llm-url`), the answer to a local TTS (`--tts kokoro`,
+weights from `nemotron-speech download tts`, or `--tts espeak`). Every flag also reads an
+environment variable, e.g. NEMOTRON_ASR_URL; `--help` lists them. The runner, transports and
+browser client (pipecat-ai-prebuilt) are pipecat's: `pipecat.runner.run.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipecat.runner.run import main
+from pipecat.runner.types import RunnerArguments
+from pipecat.runner.utils import create_transport
+
+from nemotron_speech.pipeline.bot import build_bot, transport_params
+from nemotron_speech.pipeline.config import BotConfig, add_arguments
+
+
+async def bot(runner_args: RunnerArguments):
+    """Called by pipecat's runner once per session (browser connection, call, Daily room)."""
+    config = BotConfig.from_args(runner_args.cli_args or argparse.Namespace())
+    transport = await create_transport(runner_args, transport_params())
+    agent = build_bot(transport, config)
+    await agent.run(handle_sigint=runner_args.handle_sigint)
+
+
+if __name__ == "__main__":
+    main(add_arguments(argparse.ArgumentParser(description="Nemotron voice bot")))

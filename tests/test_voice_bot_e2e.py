@@ -1,0 +1,104 @@
+"""The bundled voice bot end to end without a network transport.
+
+Paced espeak speech -> real ASR server (generated model) -> real vLLM on CPU (fixture model)
+-> espeak-ng TTS -> `WavTransport`'s recording output. The bot is `build_bot`, exactly what
+`pipelines/voice_bot.py` runs, with its services pointed at the test servers.
+
+The fixture LLM only answers its scripted prompts, and the test ASR model only knows the test
+sentences, so the user's sentence is not one of the fixture's prompts: the model's reply to it is
+arbitrary text (bounded by max_tokens), which is all a voice round trip needs. What the test pins
+is what the LLM service was sent: the system prompt, and the user's sentence as transcribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import EndFrame, Frame, LLMContextFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from server_fixtures import pcm16, running_server
+from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
+
+from nemotron_speech.pipeline import contributions
+from nemotron_speech.pipeline.bot import build_bot
+from nemotron_speech.pipeline.config import BotConfig
+from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT
+from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.testing.transport import WavTransport
+
+pytestmark = pytest.mark.slow
+SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
+
+
+class ContextRecorder(FrameProcessor):
+    """Sits right before the LLM and keeps a copy of every context it is asked to answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[list[dict]] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            self.requests.append([dict(m) for m in frame.context.get_messages()])
+        await self.push_frame(frame, direction)
+
+
+def last_voiced_secs(pcm: bytes, threshold: int = 500) -> float:
+    """Offset of the last sample louder than `threshold` (the WAV ends in a little silence)."""
+    samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
+    return float(np.nonzero(samples > threshold)[0][-1] + 1) / 16000
+
+
+@pytest.fixture(scope="module")
+def asr_server(asr_model_path, tmp_path_factory):
+    with running_server(asr_model_path, tmp_path_factory.mktemp("asr")) as server:
+        yield server
+
+
+async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
+    config = BotConfig(
+        asr_url=asr_server.url,
+        llm_url=vllm_server.base_url,
+        llm_model=vllm_server.model,
+        max_tokens=24,
+        tts="espeak",
+        system_prompt=SYSTEM_PROMPT,
+        greeting="",
+    )
+    speech = pcm16(speech_wavs[SENTENCE])
+    transport = WavTransport(speech, lead_secs=1.0)
+    recorder = ContextRecorder()
+    agent = build_bot(transport, config, pre_llm=[recorder])
+    output = transport.output()
+
+    runner = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(90):
+            while not agent.latency.breakdowns:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # let a little more of the answer play
+        await agent.worker.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 30)
+    finally:
+        runner.cancel()
+
+    assert recorder.requests[0] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": SENTENCES[SENTENCE]},
+    ]
+    assert output.first_audio_at is not None
+    assert any(output.audio), "the bot's audio is silent"
+
+    breakdown = agent.latency.breakdowns[0]
+    parts = contributions(breakdown)
+    print("V2V breakdown:\n" + "\n".join(breakdown.turn_contribution_lines()))
+    for key in ("endpointing_wait", "transcription", "llm_inference", "speech_synthesis"):
+        assert key in parts, f"{key} missing from {parts}"
+    # The observer's clock starts where the VAD places speech end; check it against the last
+    # voiced sample of the recording, as played, and the first sample the bot wrote.
+    speech_end = transport.input().speech_started_at + last_voiced_secs(speech)
+    assert breakdown.total_secs == pytest.approx(output.first_audio_at - speech_end, abs=0.15)
+    assert breakdown.total_secs < 10
