@@ -9,14 +9,18 @@ as a user would run it.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
+from nemotron_speech.llm.server import free_port, is_healthy
 from nemotron_speech.testing.fixture_llm import (
     CASES,
     HELLO_REASONING,
@@ -94,3 +98,44 @@ def test_tool_call_is_parsed(vllm_server):
     (call,) = choice["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == {"location": "Paris"}
+
+
+def test_serve_llm_command_serves_and_stops_on_sigterm(vllm_server, tmp_path):
+    """The literal user command: prints the vLLM line, reports health, and SIGTERM leaves no vLLM.
+
+    Uses `vllm_server` only to know the fixture is built and the vLLM venv works; it starts its own
+    server on another port.
+    """
+    port, log = free_port(), tmp_path / "serve-llm.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nemotron_speech.cli",
+                "serve-llm",
+                "--target",
+                "cpu-fixture",
+                "--port",
+                str(port),
+                "--python",
+                vllm_server.spec.argv[0],
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "vLLM healthy after" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        first_line = log.read_text().splitlines()[0]
+        assert first_line.startswith("VLLM_CPU_KVCACHE_SPACE=1 ") and f"--port {port}" in first_line
+        assert is_healthy(f"http://127.0.0.1:{port}/v1"), log.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not is_healthy(f"http://127.0.0.1:{port}/v1")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

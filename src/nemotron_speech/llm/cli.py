@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         f"(model {spec.served_model_name})",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    # SIGTERM (docker stop, systemd) takes the same path as Ctrl-C; stopping inside the handler
+    # would deadlock on the Popen lock that the interrupted wait() holds
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return server.process.wait()
     except KeyboardInterrupt:
