@@ -13,13 +13,14 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from nemotron_speech import cli, download
 from nemotron_speech.llm.recipe import TARGETS, build_command
-from nemotron_speech.llm.server import ServerStartError, free_port, start_server
+from nemotron_speech.llm.server import ServerStartError, free_port, is_healthy, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +130,27 @@ def test_start_server_waits_for_health_and_stops(tmp_path):
     assert server.process.poll() is None and server.started_in_s < 30
     server.stop()
     assert server.process.poll() is not None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_dies_with_the_process_that_started_it(tmp_path):
+    """A killed test run or CLI must not leave a vLLM behind (it holds GBs and a port)."""
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    parent = (
+        "import os, sys; from nemotron_speech.llm.recipe import build_command; "
+        "from nemotron_speech.llm.server import start_server; "
+        f"spec = build_command('cpu-fixture', 'x', port={port}); "
+        f"spec.argv[:] = [sys.executable, '-m', 'http.server', '{port}', '-b', '127.0.0.1', "
+        f"'-d', {str(tmp_path)!r}]; "
+        f"start_server(spec, log_path=__import__('pathlib').Path({str(tmp_path / 'log')!r})); "
+        "os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)
+    deadline = time.monotonic() + 10
+    while is_healthy(f"http://127.0.0.1:{port}/v1"):
+        assert time.monotonic() < deadline, "server outlived its parent"
+        time.sleep(0.2)
 
 
 def test_start_server_reports_an_early_exit_with_the_log(tmp_path):

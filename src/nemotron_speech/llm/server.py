@@ -7,10 +7,12 @@ because vLLM runs as a child process, possibly from another virtual environment.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from nemotron_speech.llm.recipe import LaunchSpec
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 class ServerStartError(RuntimeError):
@@ -77,6 +81,13 @@ class RunningServer:
             self.process.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the parent dies, so a killed test run or CLI
+    never leaves a vLLM holding memory and a port (no-op elsewhere)."""
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_server(
     spec: LaunchSpec,
     *,
@@ -99,6 +110,7 @@ def start_server(
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     if out:
         out.close()
