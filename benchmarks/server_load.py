@@ -11,7 +11,9 @@ sentence it sends `end` and waits for the final. Per N it reports:
   the server's text trails the audio sent (queueing + backlog + one step).
 - finalize: `end` sent -> hard final received.
 - exact: finals equal to the sentence's text (the model transcribes them exactly alone).
-- server CPU (% of one core, from /proc), steps per second and mean batch size (from /metrics).
+- server CPU (% of one core, from /proc; in brackets its main thread, the event loop), this
+  process's CPU (the clients), steps per second, mean batch size and step time (from /metrics),
+  and the machine's 1-minute load average at the end (other work on the machine skews results).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -160,6 +162,7 @@ async def run_level(
     finalize = sorted(x for s in stats for x in s.finalize)
     return {
         "clients": n,
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "seconds": round(wall, 2),
         "lag_ms": percentiles(lag),
         "finalize_ms": percentiles(finalize),
@@ -181,6 +184,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
     q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
     return {"p50": round(1000 * q[49], 1), "p99": round(1000 * q[98], 1),
             "max": round(1000 * values[-1], 1), "n": len(values)}  # fmt: skip
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
@@ -229,10 +239,10 @@ def main() -> None:
     result = {
         "date": date.today().isoformat(),
         "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "device": args.device,
-        "model": str(args.model),
+        "model": os.path.relpath(args.model, ROOT),
         "right_context": args.right_context,
         "command": " ".join(sys.argv),
         "rows": rows,

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypothesis import strategies as st
+
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import Error, Transcript
 
@@ -146,3 +148,12 @@ async def transcribe(
 
 def interims(events: list[Transcript | Error]) -> list[str]:
     return [e.text for e in events if isinstance(e, Transcript) and not e.is_final]
+
+
+# any JSON value, for fuzzing the parsers and the server
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from server_fixtures import json_values
 
 from nemotron_speech.protocol import (
     CloseCode,
@@ -84,14 +85,6 @@ def test_close_codes_are_the_documented_ones():
         "NORMAL": 1000, "GOING_AWAY": 1001, "POLICY_VIOLATION": 1008, "MESSAGE_TOO_BIG": 1009,
         "INTERNAL_ERROR": 1011, "TRY_AGAIN_LATER": 1013, "IDLE_TIMEOUT": 4000,
     }  # fmt: skip
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=10,
-)  # fmt: skip
 
 
 @settings(max_examples=500, deadline=None)

@@ -9,7 +9,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_fixtures import TOKEN, pcm16, running_server, transcribe
+from server_fixtures import TOKEN, json_values, pcm16, running_server, transcribe
 from websockets.sync.client import connect
 
 from nemotron_speech.protocol import Error, Transcript, parse_server_message
@@ -19,12 +19,6 @@ EXAMPLES = 120
 MIN_MESSAGES = 10  # so EXAMPLES * MIN_MESSAGES >= 1,000 generated messages
 sent = {"messages": 0}
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
-    max_leaves=8,
-)  # fmt: skip
 control = st.fixed_dictionaries(
     {"type": st.sampled_from(["reset", "end", "flush", "", "RESET"])},
     optional={"finalize": st.one_of(st.booleans(), json_values)},
