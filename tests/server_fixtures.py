@@ -146,10 +146,6 @@ async def transcribe(
         return await collector
 
 
-def interims(events: list[Transcript | Error]) -> list[str]:
-    return [e.text for e in events if isinstance(e, Transcript) and not e.is_final]
-
-
 # any JSON value, for fuzzing the parsers and the server
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),

@@ -59,6 +59,7 @@ class AsrServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.health = Health.LOADING
+        self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
         self._worker: InferenceWorker | None = None

@@ -47,9 +47,6 @@ class Counter(_Metric):
         with self._lock:
             self._values[label] = self._values.get(label, 0.0) + amount
 
-    def value(self, label: str = "") -> float:
-        return self._values.get(label, 0.0)
-
     def render(self) -> list[str]:
         if not self.label:
             return [*self.header(), f"{self.name} {_number(self._values[''])}"]
@@ -91,10 +88,6 @@ class Histogram(_Metric):
             index = next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))
             self._counts[index] += 1
             self._sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self._counts)
 
     def render(self) -> list[str]:
         lines = self.header()
