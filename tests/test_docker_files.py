@@ -149,3 +149,16 @@ def test_docker_compose_config():
             cwd=DOCKER,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
+    """Every NEMOTRON_* variable compose sets reaches a bot flag through its env default."""
+    import argparse
+
+    config = pytest.importorskip("nemotron_speech.pipeline.config")
+    env = compose("compose.yaml")["services"]["bot"]["environment"]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = config.add_arguments(argparse.ArgumentParser()).parse_args([])
+    for name, value in env.items():
+        assert str(getattr(args, name.removeprefix("NEMOTRON_").lower())) == value, name
