@@ -162,3 +162,13 @@ def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
     args = config.add_arguments(argparse.ArgumentParser()).parse_args([])
     for name, value in env.items():
         assert str(getattr(args, name.removeprefix("NEMOTRON_").lower())) == value, name
+
+
+def test_asr_command_parses_with_the_server_cli_and_matches_haproxy_cap():
+    server_main = pytest.importorskip("nemotron_speech.server.__main__")
+    asr = compose("compose.yaml")["services"]["asr"]
+    assert asr["command"][:3] == ["python", "-m", "nemotron_speech.server"]
+    args = server_main.build_parser().parse_args(asr["command"][3:])
+    assert (args.host, args.port, args.device, args.right_context) == ("0.0.0.0", 8080, "cuda", 1)
+    cap = re.search(r"default-server .*maxconn (\d+)", (DOCKER / "haproxy.cfg").read_text())
+    assert int(cap[1]) == args.max_streams
