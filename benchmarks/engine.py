@@ -46,6 +46,7 @@ VARIANTS = {  # name -> AsrEngine options
     "eager-bf16": {"precision": "bf16", "cuda_graphs": False},
     "graphs": {"precision": "fp32", "cuda_graphs": True},
     "graphs-bf16": {"precision": "bf16", "cuda_graphs": True},
+    "graphs-bf16-graphdec": {"precision": "bf16", "cuda_graphs": True, "cuda_graph_decoder": True},
 }
 PACKET_S = 0.02
 
@@ -78,7 +79,14 @@ def stats(times: list[float]) -> dict[str, float]:
     }
 
 
-def time_steps(engine: AsrEngine, batch: int, audio: np.ndarray, steps: int, warm: int):
+def time_steps(
+    engine: AsrEngine,
+    batch: int,
+    audio: np.ndarray,
+    steps: int,
+    warm: int,
+    phases: PhaseTimer | None = None,
+):
     """Step times with `batch` streams that each get one chunk of new audio per step."""
     chunk = engine.geometry.chunk * engine.geometry.hop_samples
     span = len(audio) - chunk * (steps + warm + 3)
@@ -92,6 +100,8 @@ def time_steps(engine: AsrEngine, batch: int, audio: np.ndarray, steps: int, war
             offsets[n] += chunk + extra
         synchronize(engine.device)
         started = time.perf_counter()
+        if phases is not None and index == warm + 1:
+            phases.take(1)
         engine.step()
         synchronize(engine.device)
         if index > warm:
@@ -183,6 +193,69 @@ def real_time_lags(engine: AsrEngine, streams: int, audio: np.ndarray, seconds: 
     return lags
 
 
+class PhaseTimer:
+    """Wraps one engine's step phases with synchronised timers, to show where a step goes."""
+
+    PHASES = ("features", "encoder", "decoder", "report")
+
+    def __init__(self, engine: AsrEngine):
+        self.totals = dict.fromkeys(self.PHASES, 0.0)
+        self._device = engine.device
+        targets = {
+            "features": (engine, "_compute_features"),
+            "report": (engine, "_report"),
+            "decoder": (engine.model.decoding, "rnnt_decoder_predictions_tensor"),
+            "encoder": (engine, "_encode_eager"),
+        }
+        for phase, (owner, name) in targets.items():
+            setattr(owner, name, self._timed(phase, getattr(owner, name)))
+        if engine._graphed is not None:
+            engine._graphed.__class__ = type(
+                "TimedGraphedStep",
+                (type(engine._graphed),),
+                {"__call__": self._timed("encoder", type(engine._graphed).__call__)},
+            )
+
+    def _timed(self, phase: str, function):
+        def timed(*args, **kwargs):
+            synchronize(self._device)
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            synchronize(self._device)
+            self.totals[phase] += 1000 * (time.perf_counter() - started)
+            return result
+
+        return timed
+
+    def take(self, steps: int) -> dict[str, float]:
+        means = {phase: round(total / steps, 2) for phase, total in self.totals.items()}
+        self.totals = dict.fromkeys(self.PHASES, 0.0)
+        return means
+
+
+def calibrate_blank_bias(model, audio: np.ndarray, tokens_per_frame: float) -> float:
+    """Raise the joint's blank logit until random weights emit about `tokens_per_frame` (speech
+    emits ~0.3 tokens per 80 ms frame); unbiased random weights emit up to max_symbols per frame,
+    which makes decoding far costlier than with a trained model."""
+    from nemotron_speech.asr.model import offline_token_ids
+
+    output = model.joint.joint_net[-1]
+    frames = len(audio) // 1280
+    low, high = 0.0, 64.0
+    signal = torch.from_numpy(audio)
+    for _ in range(12):
+        bias = (low + high) / 2
+        with torch.no_grad():
+            output.bias[-1] += bias
+        rate = len(offline_token_ids(model, signal)[0]) / frames
+        with torch.no_grad():
+            output.bias[-1] -= bias
+        low, high = (bias, high) if rate > tokens_per_frame else (low, bias)
+    with torch.no_grad():
+        output.bias[-1] += (low + high) / 2
+    return round((low + high) / 2, 3)
+
+
 def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -> dict:
     same = sum(a == b for a, b in zip(reference, tokens, strict=True))
     ratio = statistics.mean(
@@ -198,7 +271,10 @@ def build_model(args, work: Path):
 
         model = build_full_size(work).eval()
         configure_decoding(model, args.cuda_graph_decoder)
-        return model.to(torch.device(args.device)), "full-size architecture, random weights"
+        model = model.to(torch.device(args.device))
+        bias = calibrate_blank_bias(model, audio_source(True)[: 16000 * 20], args.tokens_per_frame)
+        name = f"full-size architecture, random weights, blank bias {bias} for"
+        return model, f"{name} ~{args.tokens_per_frame} tokens per 80 ms frame"
     path = Path(args.model or TINY_MODEL)
     model = load_nemo_model(path, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder)
     return model, path.name
@@ -277,10 +353,11 @@ def run_variant(
     """Step times, finalize latency, agreement and real-time lags of one engine variant."""
     device = torch.device(args.device)
     model.encoder.float().load_state_dict(pristine)
-    engine = AsrEngine(
-        model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
-    )
+    options = dict(VARIANTS[variant])
+    configure_decoding(model, options.pop("cuda_graph_decoder", False))
+    engine = AsrEngine(model, right_context=right_context, max_buffered_seconds=300, **options)
     engine.warmup()
+    phases = PhaseTimer(engine) if args.profile else None
     summary: dict = {"right_context": right_context}
     for batch in args.batches:
         reset_memory(device)
@@ -289,9 +366,11 @@ def run_variant(
             "right_context": right_context,
             "batch": batch,
             "chunk_ms": engine.chunk_ms,
-            **stats(time_steps(engine, batch, audio, args.steps, args.warm)),
+            **stats(time_steps(engine, batch, audio, args.steps, args.warm, phases)),
             "peak_gpu_gb": peak_memory_gb(device),
         }
+        if phases is not None:
+            row["phases_ms"] = phases.take(args.steps)
         result["steps"].append(row)
         print_step(row)
     summary["finalize_b1"] = stats(time_finalize(engine, audio))
@@ -347,7 +426,7 @@ def print_step(row: dict) -> None:
     print(
         f"| {row['variant']} | {row['right_context']} | {row['batch']} | {row['chunk_ms']:.0f} "
         f"| {row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} "
-        f"| {row.get('peak_gpu_gb') or '-'} |",
+        f"| {row.get('peak_gpu_gb') or '-'} | {row.get('phases_ms', '')}",
         flush=True,
     )
 
@@ -376,6 +455,15 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=3, help="untimed steps per row")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cuda-graph-decoder", action="store_true")
+    parser.add_argument(
+        "--tokens-per-frame",
+        type=float,
+        default=0.3,
+        help="emission rate random weights are calibrated to",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="time step phases (synchronises between them)"
+    )
     parser.add_argument("--json", type=Path, help="output file")
     args = parser.parse_args()
     result = run(args)

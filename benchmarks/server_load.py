@@ -6,9 +6,9 @@
 Starts the server (or uses --url), then for each N runs N clients for --seconds. Each client
 sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences; after each
 sentence it sends `end` and waits for the final. Per N it reports:
-- lag: round trip of a soft reset sent once a second by every client. The server answers it
-  after stepping that stream through all complete chunks received, so the round trip is how far
-  the server's text trails the audio sent (queueing + backlog + one step).
+- lag: for every interim, arrival time minus the send time of the packet after which that text
+  was available. A calibration pass (one client, a soft reset after every packet, before the
+  load) finds that packet for each text; batching gives the same texts at any load.
 - finalize: `end` sent -> hard final received.
 - exact: finals equal to the sentence's text (the model transcribes them exactly alone).
 - server CPU (% of one core, from /proc; in brackets its main thread, the event loop), this
@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.request
 import wave
-from collections import deque
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -47,13 +47,21 @@ PACKET_S = 0.02
 PACKET_BYTES = int(16000 * PACKET_S) * 2
 
 
-def load_utterances() -> list[tuple[bytes, str]]:
+@dataclass
+class Utterance:
+    audio: bytes
+    text: str
+    available_after: dict[str, int] = field(default_factory=dict)  # interim -> packet index
+
+
+def load_utterances() -> list[Utterance]:
     from nemotron_speech.testing.sentences import SENTENCES
 
     utterances = []
     for path in SPEECH:
         with wave.open(str(path), "rb") as wav:
-            utterances.append((wav.readframes(wav.getnframes()), SENTENCES[int(path.stem)]))
+            audio = wav.readframes(wav.getnframes())
+        utterances.append(Utterance(audio, SENTENCES[int(path.stem)]))
     return utterances
 
 
@@ -66,52 +74,71 @@ class ClientStats:
         self.errors: list[str] = []
 
 
+async def calibrate(url: str, token: str | None, utterances: list[Utterance]) -> None:
+    """Learn, for each sentence, after which 20 ms packet each interim text becomes available:
+    stream it alone with a soft reset after every packet (the answer covers all complete chunks
+    received). Under load the same texts arrive later; the difference is the lag."""
+    async with await AsrClient.connect(url, token=token) as client:
+        for utterance in utterances:
+            for index, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
+                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
+                await client.flush()
+                event = await client.recv()
+                while not (isinstance(event, Transcript) and event.is_final):
+                    event = await client.recv()
+                if event.text:
+                    utterance.available_after.setdefault(event.text, index)
+            await client.end()
+            while not getattr(await client.recv(), "finalize", False):
+                pass
+
+
 async def run_client(
     url: str,
     token: str | None,
-    utterances,
+    utterances: list[Utterance],
     first: int,
     deadline: float,
     delay: float,
     stats: ClientStats,
 ) -> None:
-    """Stream sentences at real time until `deadline`, probing lag once a second."""
+    """Stream sentences at real time until `deadline`; time every interim and final."""
     await asyncio.sleep(delay)
     client = await AsrClient.connect(url, token=token)
-    probes: deque[float] = deque()
     final = asyncio.Event()
-    state = {"end_sent": 0.0, "expected": ""}
+    sent_at: list[float] = []  # send time of each packet of the current sentence
+    current = {"utterance": utterances[0], "end_sent": 0.0}
 
     async def receive() -> None:
         async for event in client:
             now = time.perf_counter()
+            utterance = current["utterance"]
             if not isinstance(event, Transcript):
                 stats.errors.append(event.message)
-            elif event.is_final and not event.finalize:
-                stats.lag.append(now - probes.popleft())
+            elif not event.is_final:
+                packet = utterance.available_after.get(event.text)
+                if packet is not None and packet < len(sent_at):
+                    stats.lag.append(now - sent_at[packet])
             elif event.finalize:
-                stats.finalize.append(now - state["end_sent"])
+                stats.finalize.append(now - current["end_sent"])
                 stats.finals += 1
-                stats.exact += event.text == state["expected"]
+                stats.exact += event.text == utterance.text
                 final.set()
 
     receiver = asyncio.create_task(receive())
     index = first
     async with client:
-        next_probe = time.perf_counter() + 1.0
         while time.perf_counter() < deadline:
-            audio, state["expected"] = utterances[index % len(utterances)]
+            current["utterance"] = utterance = utterances[index % len(utterances)]
             index += 1
+            sent_at.clear()
             start = time.perf_counter()
-            for k, offset in enumerate(range(0, len(audio), PACKET_BYTES)):
+            for k, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
                 await asyncio.sleep(max(0.0, start + k * PACKET_S - time.perf_counter()))
-                await client.send_audio(audio[offset : offset + PACKET_BYTES])
-                if time.perf_counter() >= next_probe:
-                    probes.append(time.perf_counter())
-                    await client.flush()
-                    next_probe += 1.0
+                sent_at.append(time.perf_counter())
+                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
             final.clear()
-            state["end_sent"] = time.perf_counter()
+            current["end_sent"] = time.perf_counter()
             await client.end()
             await asyncio.wait_for(final.wait(), 30)
     receiver.cancel()
@@ -198,6 +225,7 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
         sys.executable, "-m", "nemotron_speech.server", "--model", str(args.model),
         "--port", "0", "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
+        "--batch-wait-ms", str(args.batch_wait_ms),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -219,6 +247,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=TINY_MODEL)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--right-context", type=int, default=1)
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument("--out", type=Path, default=None)
@@ -226,6 +255,7 @@ def main() -> None:
 
     process, url = (None, args.url) if args.url else start_server(args)
     utterances = load_utterances()
+    asyncio.run(calibrate(url, args.token, utterances))
     rows = []
     try:
         for n in (int(x) for x in args.clients.split(",")):
@@ -244,6 +274,7 @@ def main() -> None:
         "device": args.device,
         "model": os.path.relpath(args.model, ROOT),
         "right_context": args.right_context,
+        "batch_wait_ms": args.batch_wait_ms,
         "command": " ".join(sys.argv),
         "rows": rows,
     }
