@@ -84,6 +84,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         ttfs_p99_latency: float = NEMOTRON_TTFS_P99,
         max_replay_secs: float = 20.0,
         ready_timeout: float = 10.0,
+        reconnect_attempts: int = 8,
         **kwargs,
     ):
         """Initialize the service.
@@ -98,6 +99,9 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
                 own deployment (GPU, model, right context) and pass it.
             max_replay_secs: Most audio kept for replay after a reconnect.
             ready_timeout: Seconds to wait for the server's `ready` after connecting.
+            reconnect_attempts: Attempts before giving up on a lost connection. More than
+                pipecat's 3: a restarting server loads its model first (answering 1013), which
+                takes longer than three back-off waits.
             **kwargs: Passed to `WebsocketSTTService` (reconnect back-off, keepalive...).
         """
         default_settings = self.Settings(
@@ -113,6 +117,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         )
         self._auth_token = auth_token
         self._ready_timeout = ready_timeout
+        self._reconnect_attempts = reconnect_attempts
         self._replay = _ReplayLog(2 * int(max_replay_secs * SAMPLE_RATE))
         self._send_lock = asyncio.Lock()
         self._receive_task: asyncio.Task | None = None
@@ -222,6 +227,9 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         if 400 <= status < 500:
             await self._report_error(ErrorFrame(f"{self} {message}"), force_treat_as_permanent=True)
         raise ConnectionError(message)
+
+    async def _try_reconnect(self, max_retries: int | None = None, report_error=None) -> bool:
+        return await super()._try_reconnect(max_retries or self._reconnect_attempts, report_error)
 
     async def _disconnect_websocket(self):
         try:

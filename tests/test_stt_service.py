@@ -1,0 +1,120 @@
+"""`NemotronSTTService` against the real ASR server on loopback (generated model, right context 1),
+fed espeak speech paced in real time through the real Silero VAD."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from contextlib import ExitStack
+from itertools import chain
+
+import pytest
+from pipecat.frames.frames import ErrorFrame, STTMetadataFrame, TranscriptionFrame
+from pipecat.metrics.metrics import STTUsageMetricsData
+from server_fixtures import TOKEN, running_server
+from stt_pipeline import check_turns, conversation, metrics, of_type, paced, run_stt, wait_for
+
+from nemotron_speech.llm.server import free_port
+from nemotron_speech.protocol import Reset, encode
+from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
+from nemotron_speech.services.stt import NemotronSTTService, _ReplayLog
+from nemotron_speech.testing.sentences import SENTENCES
+
+TURNS = [11, 2]  # short sentences without commas: one VAD segment each
+
+
+@pytest.fixture(scope="module")
+def server(asr_model_path, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("server")
+    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
+        yield server
+
+
+def service(url: str, token: str | None = TOKEN, **kwargs) -> NemotronSTTService:
+    settings = NemotronSTTService.Settings(url=url)
+    return NemotronSTTService(settings=settings, auth_token=token, **kwargs)
+
+
+async def test_each_turn_ends_with_one_finalized_transcript(server, speech_wavs):
+    audio, spans = conversation(speech_wavs[i] for i in TURNS)
+    stt = service(server.url)
+    down, up = await run_stt(
+        stt, lambda tap: chain(paced(audio), wait_for(lambda: len(tap.finals) == len(TURNS), 10))
+    )
+    check_turns(down, [SENTENCES[i] for i in TURNS], spans)
+    assert of_type(down, STTMetadataFrame)[0].ttfs_p99_latency == NEMOTRON_TTFS_P99
+    usage = sum(data.value.audio_seconds for data in metrics(down, STTUsageMetricsData))
+    assert usage == pytest.approx(len(audio) / 32000, abs=0.05)
+    assert not of_type(up, ErrorFrame)
+    assert stt.server_ready.right_context == 1
+
+
+@pytest.mark.slow
+async def test_server_killed_and_restarted_mid_turn(asr_model_path, speech_wavs, tmp_path):
+    """SIGKILL during speech; a new server on the same port loads while the user keeps talking:
+    the audio the dead server never finalized is replayed and the whole sentence arrives."""
+    port = str(free_port())
+    audio, _ = conversation([speech_wavs[1]])  # the longest sentence, ~5 s
+    restart = ExitStack()
+    tasks: list[asyncio.Task] = []
+    with ExitStack() as first:
+        old = first.enter_context(running_server(asr_model_path, tmp_path, "--port", port))
+
+        def kill_mid_turn(seconds_sent: float) -> None:
+            if seconds_sent >= 2.0 and not tasks:
+                old.process.kill()
+                (tmp_path / "new").mkdir()
+                new = running_server(asr_model_path, tmp_path / "new", "--port", port)
+                tasks.append(asyncio.create_task(asyncio.to_thread(restart.enter_context, new)))
+
+        stt = service(old.url, token=None, reconnect_backoff_min_wait=0.5,
+                      reconnect_backoff_max_wait=1.0, reconnect_attempts=60)  # fmt: skip
+        try:
+            down, up = await run_stt(
+                stt,
+                lambda tap: chain(paced(audio, kill_mid_turn), wait_for(lambda: tap.finals, 60)),
+            )
+        finally:
+            await asyncio.gather(*tasks)
+            restart.close()
+    assert [frame.text for frame in of_type(down, TranscriptionFrame)] == [SENTENCES[1]]
+    assert of_type(up, ErrorFrame), "the lost connection was not reported"
+
+
+async def test_unreachable_server_is_an_error_frame():
+    stt = service(f"ws://127.0.0.1:{free_port()}", reconnect_attempts=1)
+    _, up = await run_stt(stt, lambda tap: paced(b"\0" * 6400))
+    errors = [frame.error for frame in of_type(up, ErrorFrame)]
+    assert any("cannot connect to the ASR server" in error for error in errors), errors
+
+
+async def test_wrong_token_is_refused_for_good(server):
+    stt = service(server.url, token="wrong")
+    _, up = await run_stt(stt, lambda tap: paced(b"\0" * 6400))
+    errors = [frame.error for frame in of_type(up, ErrorFrame)]
+    assert any("HTTP 401" in error and "wrong token" in error for error in errors), errors
+    assert not stt.is_usable
+
+
+def test_replay_log_keeps_what_the_server_has_not_finalized():
+    log = _ReplayLog(max_bytes=8)
+    log.add(b"ab")
+    log.add(b"cd")
+    log.add(Reset())
+    log.add(b"ef")
+    assert list(log.messages(3)) == [b"abc", b"d", encode(Reset()), b"ef"]
+    log.confirm_final()  # the first utterance is final: only what follows its reset is left
+    assert list(log.messages(3)) == [b"ef"]
+    log.add(b"0123456789")  # over the bound: the oldest audio goes first
+    assert list(log.messages(100)) == [b"23456789"]
+    log.confirm_final()  # a final nobody asked for (server shutdown) clears everything
+    assert list(log.messages(100)) == []
+
+
+def test_websocket_service_imports_without_torch():
+    code = (
+        "import sys; from nemotron_speech import NemotronSTTService; "
+        "assert 'torch' not in sys.modules and 'nemo' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
