@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="unprocessed audio per stream before it is closed with 1008",
     )
     parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=defaults.batch_wait_ms,
+        help="when idle, wait this long after the first ready chunk for others to batch with it",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=float,
         default=defaults.shutdown_timeout,

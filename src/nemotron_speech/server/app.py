@@ -43,6 +43,7 @@ class ServerConfig:
     idle_timeout: float = 60.0
     max_message_bytes: int = 256 * 1024  # 8 s of audio in one frame
     max_buffered_seconds: float = 30.0
+    batch_wait_ms: float = 0.0
     shutdown_timeout: float = 5.0
 
 
@@ -69,7 +70,9 @@ class AsrServer:
     async def run(self) -> None:
         """Serve until `stop()` is called; raises if the model cannot be loaded."""
         loop = asyncio.get_running_loop()
-        self._worker = InferenceWorker(self._load_engine, self.metrics, loop)
+        self._worker = InferenceWorker(
+            self._load_engine, self.metrics, loop, batch_wait=self.config.batch_wait_ms / 1000
+        )
         config = self.config
         async with serve(
             self._handle,

@@ -90,8 +90,10 @@ class InferenceWorker:
         load_engine: Callable[[], Any],
         metrics: ServerMetrics,
         loop: asyncio.AbstractEventLoop,
+        batch_wait: float = 0.0,
     ):
         self._load_engine = load_engine
+        self._batch_wait = batch_wait  # seconds an idle thread waits for more chunks to batch
         self._metrics = metrics
         self._loop = loop
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -139,18 +141,41 @@ class InferenceWorker:
         while True:
             # sleep while there is nothing to do; then take everything queued, so that audio
             # which arrived during the last step joins the next one
-            commands = [] if self.engine.has_work() else [self._commands.get()]
+            idle = not self.engine.has_work()
+            commands = [self._commands.get()] if idle else []
             commands += self._drain()
-            for command in commands:
-                if command is _STOP:
-                    return
-                try:
-                    self._apply(command)
-                except Exception:  # a bug must cost one stream, never the inference thread
-                    log.exception("failed to apply %s", type(command).__name__)
-                    self._fail(getattr(command, "stream_id", None))
+            if not self._apply_all(commands):
+                return
+            # woken by the first ready chunk: give other streams' chunks a moment to join
+            # (trades up to batch_wait of latency for fewer, larger steps)
+            batching = idle and self._batch_wait > 0 and self.engine.has_work()
+            if batching and not self._gather(time.perf_counter() + self._batch_wait):
+                return
             if self.engine.has_work():
                 self._step()
+
+    def _gather(self, deadline: float) -> bool:
+        """Apply commands as they come until `deadline`; False once told to stop."""
+        while (remaining := deadline - time.perf_counter()) > 0:
+            try:
+                command = self._commands.get(timeout=remaining)
+            except queue.Empty:
+                return True
+            if not self._apply_all([command, *self._drain()]):
+                return False
+        return True
+
+    def _apply_all(self, commands: list) -> bool:
+        """Apply commands in order; False when one of them is the stop signal."""
+        for command in commands:
+            if command is _STOP:
+                return False
+            try:
+                self._apply(command)
+            except Exception:  # a bug must cost one stream, never the inference thread
+                log.exception("failed to apply %s", type(command).__name__)
+                self._fail(getattr(command, "stream_id", None))
+        return True
 
     def _drain(self) -> list:
         commands = []
