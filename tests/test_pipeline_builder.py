@@ -27,8 +27,8 @@ from server_fixtures import pcm16
 
 from nemotron_speech.pipeline import build_voice_agent, contributions, user_text
 from nemotron_speech.pipeline.tools import get_weather
+from nemotron_speech.pipeline.wav_transport import WavTransport
 from nemotron_speech.testing.sentences import SENTENCES
-from nemotron_speech.testing.transport import WavTransport
 from nemotron_speech.tts import EspeakNotFoundError, EspeakTTSService, create_tts
 
 SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment

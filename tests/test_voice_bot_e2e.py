@@ -13,6 +13,10 @@ is what the LLM service was sent: the system prompt, and the user's sentence as 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +28,12 @@ from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_serv
 from nemotron_speech.pipeline import contributions
 from nemotron_speech.pipeline.bot import build_bot
 from nemotron_speech.pipeline.config import BotConfig
-from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT
+from nemotron_speech.pipeline.wav_transport import WavTransport
+from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT, WEATHER, WEATHER_REPLY
 from nemotron_speech.testing.sentences import SENTENCES
-from nemotron_speech.testing.transport import WavTransport
 
 pytestmark = pytest.mark.slow
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
 
 
@@ -102,3 +107,34 @@ async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
     speech_end = transport.input().speech_started_at + last_voiced_secs(speech)
     assert breakdown.total_secs == pytest.approx(output.first_audio_at - speech_end, abs=0.15)
     assert breakdown.total_secs < 10
+
+
+def run_pipeline(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PIPELINES / script), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_transcribe_live_wav(asr_server, speech_wavs):
+    """The captions pipeline prints the sentence a recording says, played in real time."""
+    result = run_pipeline(
+        "transcribe_live.py", "--wav", str(speech_wavs[2]), "--asr-url", asr_server.url
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [SENTENCES[2]]
+
+
+def test_text_to_voice_calls_the_tool(vllm_server, tmp_path):
+    """Typed question -> real vLLM calls get_weather -> its answer is spoken into a WAV."""
+    out = tmp_path / "answer.wav"
+    result = run_pipeline(
+        "text_to_voice.py", WEATHER["content"], "--out", str(out), "--tts", "espeak",
+        "--llm-url", vllm_server.base_url, "--llm-model", vllm_server.model,
+        "--system-prompt", SYSTEM_PROMPT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == WEATHER_REPLY
+    assert "get_weather" in result.stderr  # the handler ran (pipecat logs the call)
+    with wave.open(str(out)) as wav:
+        assert wav.getnframes() / wav.getframerate() > 1.0

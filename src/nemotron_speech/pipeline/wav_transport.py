@@ -1,6 +1,7 @@
 """`WavTransport`: a Pipecat transport that speaks a recording and records the bot's answer.
 
-It stands in for a browser or a phone in pipeline tests and benchmarks: the input plays PCM16
+It stands in for a browser or a phone where a pipeline runs on recordings (captions of a file,
+text answered into a WAV) and in tests and benchmarks: the input plays PCM16
 audio in real time, 20 ms per frame like a WebRTC microphone, and keeps sending silence after it
 (a live mic never goes quiet by stopping); the output takes audio at real-time pace like a sound
 card, so `BotStartedSpeakingFrame` / `BotStoppedSpeakingFrame` and interruptions behave as they
@@ -10,9 +11,14 @@ do with a real client, and keeps every byte the bot said.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import wave
 from collections.abc import Awaitable, Callable
 
+import numpy as np
+import soundfile
+import soxr
 from pipecat.frames.frames import (
     CancelFrame,
     ClientConnectedFrame,
@@ -26,6 +32,15 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 FRAME_SECS = 0.02  # what SmallWebRTC delivers
+
+
+def load_pcm16(path: str | os.PathLike, sample_rate: int = 16000) -> bytes:
+    """Any audio file soundfile reads, as mono PCM16 at `sample_rate`."""
+    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if rate != sample_rate:
+        audio = soxr.resample(audio, rate, sample_rate)
+    return (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
 
 
 class WavInputTransport(BaseInputTransport):
@@ -101,11 +116,20 @@ class RecordingOutputTransport(BaseOutputTransport):
         super().__init__(params, **kwargs)
         self.audio = bytearray()
         self.first_audio_at: float | None = None  # wall clock of the first non-silent chunk
+        self.last_audio_at: float | None = None  # time.monotonic() when the last chunk was played
         self._next_write = 0.0
 
     async def start(self, frame: StartFrame):
         await super().start(frame)
         await self.set_transport_ready(frame)
+
+    def save_wav(self, path: str | os.PathLike) -> None:
+        """Write what the bot said to a mono PCM16 WAV file."""
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(self.sample_rate)
+            out.writeframes(bytes(self.audio))
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         now = time.monotonic()
@@ -114,6 +138,7 @@ class RecordingOutputTransport(BaseOutputTransport):
         self.audio += frame.audio
         self._next_write = max(self._next_write, now) + len(frame.audio) / (2 * frame.sample_rate)
         await asyncio.sleep(max(0.0, self._next_write - now))
+        self.last_audio_at = time.monotonic()
         return True
 
 
