@@ -20,7 +20,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "asr_client.py"
 @pytest.fixture(scope="module")
 def server(asr_model_path, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("client-server")
-    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
+    options = ["--auth-token", TOKEN, "--batch-wait-ms", "5"]  # also covers the batching window
+    with running_server(asr_model_path, log_dir, *options) as server:
         yield server
 
 
