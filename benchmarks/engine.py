@@ -46,7 +46,7 @@ VARIANTS = {  # name -> AsrEngine options
     "eager-bf16": {"precision": "bf16", "cuda_graphs": False},
     "graphs": {"precision": "fp32", "cuda_graphs": True},
     "graphs-bf16": {"precision": "bf16", "cuda_graphs": True},
-    "graphs-bf16-graphdec": {"precision": "bf16", "cuda_graphs": True, "cuda_graph_decoder": True},
+    "graphs-fp16": {"precision": "fp16", "cuda_graphs": True},
 }
 PACKET_S = 0.02
 
@@ -201,20 +201,19 @@ class PhaseTimer:
     def __init__(self, engine: AsrEngine):
         self.totals = dict.fromkeys(self.PHASES, 0.0)
         self._device = engine.device
-        targets = {
-            "features": (engine, "_compute_features"),
-            "report": (engine, "_report"),
-            "decoder": (engine.model.decoding, "rnnt_decoder_predictions_tensor"),
-            "encoder": (engine, "_encode_eager"),
-        }
-        for phase, (owner, name) in targets.items():
-            setattr(owner, name, self._timed(phase, getattr(owner, name)))
-        if engine._graphed is not None:
-            engine._graphed.__class__ = type(
-                "TimedGraphedStep",
-                (type(engine._graphed),),
-                {"__call__": self._timed("encoder", type(engine._graphed).__call__)},
-            )
+        for phase, name in (
+            ("features", "_compute_features"),
+            ("report", "_report"),
+            ("encoder", "_encode_eager"),
+        ):
+            setattr(engine, name, self._timed(phase, getattr(engine, name)))
+        for phase, component in (("encoder", engine._graphed), ("decoder", engine._decoder)):
+            if component is not None:  # callables: time their class's __call__
+                component.__class__ = type(
+                    f"Timed{type(component).__name__}",
+                    (type(component),),
+                    {"__call__": self._timed(phase, type(component).__call__)},
+                )
 
     def _timed(self, phase: str, function):
         def timed(*args, **kwargs):

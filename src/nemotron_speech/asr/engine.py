@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nemotron_speech.asr.decoding import SlotGreedyDecoder
 from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFoundError
 from nemotron_speech.asr.features import MelFrontEnd
 from nemotron_speech.asr.model import (
@@ -25,9 +26,8 @@ from nemotron_speech.asr.model import (
     select_right_context,
     streaming_preprocessor,
     supported_right_contexts,
-    token_ids,
 )
-from nemotron_speech.asr.slots import CacheSlots
+from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore, add_encoder_caches
 from nemotron_speech.asr.stream import Chunk, StreamState
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ class AsrEngine:
         self.precision = precision
         model.encoder.to(PRECISIONS[precision])
         self._front_end = MelFrontEnd(streaming_preprocessor(model), self.device)
-        self._slots = CacheSlots(model.encoder, self.device)
+        self._slots = SlotStore(self.device)
+        add_encoder_caches(self._slots, model.encoder)
+        self._decoder = SlotGreedyDecoder(model, self._slots)
         self._graphed = self._graphed_step() if cuda_graphs else None
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
@@ -262,18 +264,12 @@ class AsrEngine:
             encoded, encoded_len = self._graphed(signal, lengths, slots)
         else:
             encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
-        previous = [stream.hypothesis for stream in streams]
-        hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
-            encoder_output=encoded.float(),
-            encoded_lengths=encoded_len,
-            return_hypotheses=True,
-            partial_hypotheses=None if all(h is None for h in previous) else previous,
-        )
-        for stream, hypothesis in zip(streams, hypotheses, strict=True):
-            stream.hypothesis = hypothesis
+        new_tokens = self._decoder(encoded.float(), encoded_len, slots)
+        for stream, tokens in zip(streams, new_tokens, strict=True):
+            stream.token_ids.extend(tokens)
 
     def _encode_eager(self, signal, lengths, slots, drop: int, streams: list[StreamState]):
-        channel, time_cache, channel_len = self._slots.gather(slots)
+        channel, time_cache, channel_len = self._slots.gather(ENCODER_CACHES, slots)
         encoded, encoded_len, channel, time_cache, channel_len = (
             self.model.encoder.cache_aware_stream_step(
                 processed_signal=signal,
@@ -285,13 +281,16 @@ class AsrEngine:
                 drop_extra_pre_encoded=drop,
             )
         )
-        self._slots.scatter(slots, channel, time_cache, channel_len)
+        self._slots.scatter(ENCODER_CACHES, slots, (channel, time_cache, channel_len))
         return encoded, encoded_len
 
     def _report(self, stream: StreamState) -> list[Transcript]:
         if stream.needs_final():
             return [self._complete(stream)]
-        text = _text(stream.hypothesis)
+        if len(stream.token_ids) == stream.reported_tokens:
+            return []
+        stream.reported_tokens = len(stream.token_ids)
+        text = self._decoder.text(stream.token_ids)
         if text == stream.reported_text:
             return []
         stream.reported_text = text
@@ -299,11 +298,11 @@ class AsrEngine:
 
     def _complete(self, stream: StreamState) -> Transcript:
         """Deliver the utterance's final text and start the stream over."""
-        hypothesis = stream.hypothesis
-        tokens = tuple(token_ids(hypothesis)) if hypothesis is not None else ()
+        tokens = tuple(stream.token_ids)
+        text = self._decoder.text(stream.token_ids) if tokens else ""
         stream.reset()
         self._slots.clear(stream.slot)
-        return Transcript(stream.stream_id, _text(hypothesis), is_final=True, token_ids=tokens)
+        return Transcript(stream.stream_id, text, is_final=True, token_ids=tokens)
 
     def _stream(self, stream_id: int) -> StreamState:
         try:
@@ -341,7 +340,3 @@ class AsrEngine:
         samples = 0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
         self.transcribe(samples)
         log.debug("warm-up done on %s", self.device)
-
-
-def _text(hypothesis) -> str:
-    return "" if hypothesis is None else (hypothesis.text or "").strip()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nemotron_speech.asr.slots import CacheSlots
+from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore
 
 
 @dataclass
@@ -33,7 +33,7 @@ class GraphedEncoderStep:
     def __init__(
         self,
         encoder,
-        slots: CacheSlots,
+        slots: SlotStore,
         features: int,
         frames: int,
         drop: int,
@@ -62,13 +62,15 @@ class GraphedEncoderStep:
         if frames < self.frames:
             captured.signal[:batch, :, frames:].zero_()
         captured.lengths[:batch].copy_(lengths)
-        channel, time, channel_len = self._slots.gather(slots)
+        channel, time, channel_len = self._slots.gather(ENCODER_CACHES, slots)
         captured.channel[:, :batch].copy_(channel)
         captured.time[:, :batch].copy_(time)
         captured.channel_len[:batch].copy_(channel_len)
         captured.graph.replay()
         encoded, encoded_len, next_channel, next_time, next_len = captured.outputs
-        self._slots.scatter(slots, next_channel[:, :batch], next_time[:, :batch], next_len[:batch])
+        self._slots.scatter(
+            ENCODER_CACHES, slots, (next_channel[:, :batch], next_time[:, :batch], next_len[:batch])
+        )
         return encoded[:batch], encoded_len[:batch]
 
     def _capture(self, bucket: int) -> _Captured:

@@ -1,43 +1,44 @@
-"""Encoder caches of all streams in preallocated slot tensors.
+"""Per-stream model state in preallocated slot tensors.
 
-A batch gathers its streams' caches with one `index_select` per tensor and writes them back with
-one `index_copy_`, instead of concatenating per-stream tensors: no per-stream copies in the hot
-path, and fixed storage that later CUDA-graph work can address.
+Every stream owns one slot: its encoder caches and its RNNT decoder state sit at that index of a
+few large tensors. A batch gathers its streams' state with one `index_select` per tensor and
+writes it back with one `index_copy_`: no per-stream tensors or Python loops in the hot path, and
+fixed storage that CUDA graphs can address.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
-class CacheSlots:
-    """`cache_last_channel` [layers, slots, left, d_model], `cache_last_time`
-    [layers, slots, d_model, kernel-1] and `cache_last_channel_len` [slots], grown by doubling."""
+@dataclass
+class _Field:
+    tensor: torch.Tensor
+    dim: int  # the slot dimension
+    fresh: torch.Tensor  # one slot's initial value (size 1 along `dim`)
 
-    def __init__(self, encoder, device: torch.device, capacity: int = 8):
-        self._encoder = encoder
+
+class SlotStore:
+    """Named state tensors sharing one slot index space, grown by doubling."""
+
+    def __init__(self, device: torch.device):
         self._device = device
+        self._fields: dict[str, _Field] = {}
         self._free: list[int] = []
         self._capacity = 0
-        self.channel, self.time, self.channel_len = self._zeros(0)
-        self._grow(capacity)
 
-    def _zeros(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dtype = next(self._encoder.parameters()).dtype
-        return self._encoder.get_initial_cache_state(
-            batch_size=count, dtype=dtype, device=self._device
-        )
-
-    def _grow(self, capacity: int) -> None:
-        extra = self._zeros(capacity - self._capacity)
-        self.channel = torch.cat([self.channel, extra[0]], dim=1)
-        self.time = torch.cat([self.time, extra[1]], dim=1)
-        self.channel_len = torch.cat([self.channel_len, extra[2]], dim=0)
-        self._free.extend(range(capacity - 1, self._capacity - 1, -1))
-        self._capacity = capacity
+    def add(self, name: str, fresh: torch.Tensor, dim: int) -> None:
+        """Register state whose value for a new stream is `fresh` (size 1 along `dim`); call
+        before the first `acquire()`."""
+        if self._capacity:
+            raise RuntimeError("register every field before the first stream")
+        fresh = fresh.to(self._device)
+        self._fields[name] = _Field(fresh[(slice(None),) * dim + (slice(0, 0),)], dim, fresh)
 
     def acquire(self) -> int:
-        """A zeroed slot for a new stream."""
+        """A slot holding fresh state for a new stream."""
         if not self._free:
             self._grow(max(8, 2 * self._capacity))
         slot = self._free.pop()
@@ -48,24 +49,35 @@ class CacheSlots:
         self._free.append(slot)
 
     def clear(self, slot: int) -> None:
-        self.channel[:, slot].zero_()
-        self.time[:, slot].zero_()
-        self.channel_len[slot] = 0
+        """Back to fresh state (a stream that finished an utterance)."""
+        for field in self._fields.values():
+            field.tensor.narrow(field.dim, slot, 1).copy_(field.fresh)
 
-    def gather(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (
-            self.channel.index_select(1, slots),
-            self.time.index_select(1, slots),
-            self.channel_len.index_select(0, slots),
-        )
+    def gather(self, names: tuple[str, ...], slots: torch.Tensor) -> list[torch.Tensor]:
+        return [self._fields[n].tensor.index_select(self._fields[n].dim, slots) for n in names]
 
-    def scatter(
-        self,
-        slots: torch.Tensor,
-        channel: torch.Tensor,
-        time: torch.Tensor,
-        channel_len: torch.Tensor,
-    ) -> None:
-        self.channel.index_copy_(1, slots, channel.to(self.channel.dtype))
-        self.time.index_copy_(1, slots, time.to(self.time.dtype))
-        self.channel_len.index_copy_(0, slots, channel_len.to(self.channel_len.dtype))
+    def scatter(self, names: tuple[str, ...], slots: torch.Tensor, values) -> None:
+        for name, value in zip(names, values, strict=True):
+            field = self._fields[name]
+            field.tensor.index_copy_(field.dim, slots, value.to(field.tensor.dtype))
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self._capacity
+        for field in self._fields.values():
+            sizes = [-1] * field.fresh.dim()
+            sizes[field.dim] = extra
+            field.tensor = torch.cat([field.tensor, field.fresh.expand(*sizes)], dim=field.dim)
+        self._free.extend(range(capacity - 1, self._capacity - 1, -1))
+        self._capacity = capacity
+
+
+ENCODER_CACHES = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
+
+
+def add_encoder_caches(store: SlotStore, encoder) -> None:
+    """Cache-aware encoder state: [layers, slots, left, d_model], [layers, slots, d_model,
+    kernel - 1] and [slots] lengths, zero for a new stream."""
+    dtype = next(encoder.parameters()).dtype
+    fresh = encoder.get_initial_cache_state(batch_size=1, dtype=dtype, device=store._device)
+    for name, value, dim in zip(ENCODER_CACHES, fresh, (1, 1, 0), strict=True):
+        store.add(name, value, dim)

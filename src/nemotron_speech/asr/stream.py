@@ -47,7 +47,8 @@ class StreamState:
         self._history = self._features
         self._frames_cut = 0
         self.steps = 0
-        self.hypothesis = None
+        self.token_ids: list[int] = []
+        self.reported_tokens = 0
         self.reported_text = ""
         self.finalizing = False
 
