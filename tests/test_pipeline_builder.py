@@ -8,24 +8,32 @@ end-to-end test (`test_voice_bot_e2e.py`) runs the real ASR server and vLLM.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 
 import pytest
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     EndFrame,
     Frame,
+    InterruptionFrame,
     LLMTextFrame,
     TranscriptionFrame,
     VADUserStoppedSpeakingFrame,
 )
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 from server_fixtures import pcm16
 
 from nemotron_speech.pipeline import build_voice_agent, contributions, user_text
+from nemotron_speech.pipeline.bot import build_bot, transport_params
+from nemotron_speech.pipeline.config import BotConfig
 from nemotron_speech.pipeline.tools import get_weather
 from nemotron_speech.pipeline.wav_transport import WavTransport
 from nemotron_speech.testing.sentences import SENTENCES
@@ -39,7 +47,11 @@ class ScriptedSTT(STTService):
     """Says `text` (finalized) when the VAD hears the user stop, as a streaming STT does."""
 
     def __init__(self, text: str):
-        super().__init__(sample_rate=16000, ttfs_p99_latency=0.3)
+        super().__init__(
+            sample_rate=16000,
+            ttfs_p99_latency=0.3,
+            settings=STTSettings(model="scripted", language=None),
+        )
         self._text = text
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
@@ -176,3 +188,57 @@ def test_espeak_missing_names_the_package():
         EspeakTTSService(executable="espeak-ng-not-installed")
     with pytest.raises(ValueError, match="kokoro, espeak"):
         create_tts("nope")  # type: ignore[arg-type]
+
+
+class FrameLog(BaseObserver):
+    """Wall-clock times of the frames of interest, as they leave their processors."""
+
+    def __init__(self, *types: type[Frame]):
+        super().__init__()
+        self._types = types
+        self.seen: list[tuple[float, Frame]] = []
+
+    async def on_push_frame(self, data: FramePushed):
+        if isinstance(data.frame, self._types) and data.direction == FrameDirection.DOWNSTREAM:
+            self.seen.append((time.time(), data.frame))
+
+    def first(self, kind: type[Frame]) -> float:
+        return next(t for t, f in self.seen if isinstance(f, kind))
+
+
+async def test_bot_greets_and_user_barges_in(speech_wavs):
+    """The bundled bot greets on connect; speaking over the greeting cuts it short."""
+    greeting = " ".join(["I am the Nemotron voice bot and I will keep talking for a while."] * 3)
+    transport = WavTransport(pcm16(speech_wavs[SENTENCE]), lead_secs=1.5)
+    llm = ScriptedLLM()
+    frames = FrameLog(BotStartedSpeakingFrame, BotStoppedSpeakingFrame, InterruptionFrame)
+    config = BotConfig(tts="espeak", greeting=greeting, system_prompt="Be brief.")
+    agent = build_bot(
+        transport, config, stt=ScriptedSTT(SENTENCES[SENTENCE]), llm=llm, observers=[frames]
+    )
+    await run_until(agent, lambda: agent.latency.breakdowns, timeout=60)
+
+    speech_started = transport.input().speech_started_at
+    interrupted = frames.first(InterruptionFrame)
+    assert frames.first(BotStartedSpeakingFrame) < speech_started < interrupted < speech_started + 1
+    stopped = [t for t, f in frames.seen if isinstance(f, BotStoppedSpeakingFrame)]
+    assert stopped and stopped[0] < interrupted + 0.5  # the greeting stopped, it did not play out
+    # pipecat keeps an interrupted TTSSpeakFrame's text out of the context: only the turn remains
+    assert llm.requests[0] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": SENTENCES[SENTENCE]},
+    ]
+
+
+def test_transport_params_cover_the_runner_transports():
+    params = transport_params()
+    assert {"webrtc", "daily", "websocket", "twilio", "telnyx", "plivo", "exotel"} <= set(params)
+    assert params["webrtc"]().audio_in_enabled
+    websocket = params["websocket"]()
+    assert type(websocket.serializer).__name__ == "ProtobufFrameSerializer"
+    assert params["twilio"]().serializer is None  # the runner picks it from the call's handshake
+    assert not transport_params(audio_out=False)["webrtc"]().audio_out_enabled
+    try:  # the Daily SDK is an optional extra: either it builds, or the error names the extra
+        assert params["daily"]().audio_in_enabled
+    except ImportError as exc:
+        assert "pipecat-ai[daily]" in str(exc)

@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loguru import logger
-from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
+from pipecat.observers.user_bot_latency_observer import (
+    LatencyBreakdown,
+    MeasuredFrom,
+    UserBotLatencyObserver,
+)
 
 
 @dataclass
@@ -22,28 +26,26 @@ class TurnLatencyLog:
 
     Attributes:
         observer: The observer to add to the pipeline worker.
-        breakdowns: One entry per measured turn, oldest first.
-        first_speech_secs: Client connected -> first bot speech (the greeting), once known.
+        breakdowns: One entry per user turn (user speech end -> bot speech), oldest first.
+        greeting: Client connected -> the bot's first speech, when the bot spoke first.
     """
 
     observer: UserBotLatencyObserver = field(default_factory=UserBotLatencyObserver)
     breakdowns: list[LatencyBreakdown] = field(default_factory=list)
-    first_speech_secs: float | None = None
+    greeting: LatencyBreakdown | None = None
 
     def __post_init__(self):
         self.observer.add_event_handler("on_latency_breakdown", self._on_breakdown)
-        self.observer.add_event_handler("on_first_bot_speech_latency", self._on_first_speech)
 
     async def _on_breakdown(self, _observer: UserBotLatencyObserver, breakdown: LatencyBreakdown):
-        self.breakdowns.append(breakdown)
         lines = "\n".join(f"  {line}" for line in breakdown.turn_contribution_lines())
-        logger.info(
-            f"voice-to-voice {breakdown.total_secs:.3f}s, turn {len(self.breakdowns)}:\n{lines}"
-        )
-
-    async def _on_first_speech(self, _observer: UserBotLatencyObserver, secs: float):
-        self.first_speech_secs = secs
-        logger.info(f"first bot speech {secs:.3f}s after the client connected")
+        if breakdown.measured_from is MeasuredFrom.CLIENT_CONNECTED:
+            self.greeting = breakdown
+            logger.info(f"first bot speech {breakdown.total_secs:.3f}s after connect:\n{lines}")
+            return
+        self.breakdowns.append(breakdown)
+        turn = len(self.breakdowns)
+        logger.info(f"voice-to-voice {breakdown.total_secs:.3f}s, turn {turn}:\n{lines}")
 
 
 def contributions(breakdown: LatencyBreakdown) -> dict[str, float]:

@@ -163,7 +163,7 @@ class WavTransport(BaseTransport):
         self._register_event_handler("on_client_disconnected")
 
     async def _connected(self) -> None:
-        await self._call_event_handler("on_client_connected", self, "wav-client")
+        await self._call_event_handler("on_client_connected", "wav-client")
 
     def input(self) -> WavInputTransport:
         return self._input
