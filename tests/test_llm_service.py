@@ -39,7 +39,6 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.tests.utils import run_test
 from pipecat.utils.types import NOT_GIVEN
-from stt_pipeline import wait_for
 from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
 from nemotron_speech.llm.recipe import FIXTURE_MODEL_NAME
@@ -52,6 +51,7 @@ from nemotron_speech.testing.fixture_llm import (
     TOOLS,
     WEATHER_REPLY,
 )
+from nemotron_speech.testing.stt_pipeline import wait_for
 
 RECORDINGS = Path(__file__).parent / "assets" / "vllm"
 WEATHER_TOOL = FunctionSchema(

@@ -9,10 +9,10 @@ import threading
 from itertools import chain
 
 import pytest
-from stt_pipeline import check_turns, conversation, paced, run_stt, wait_for
 
 from nemotron_speech.services.local_stt import NemotronLocalSTTService
 from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.testing.stt_pipeline import check_turns, conversation, paced, run_stt, wait_for
 
 pytest.importorskip("torch")
 

@@ -13,13 +13,21 @@ import pytest
 from pipecat.frames.frames import ErrorFrame, STTMetadataFrame, TranscriptionFrame
 from pipecat.metrics.metrics import STTUsageMetricsData
 from server_fixtures import TOKEN, running_server
-from stt_pipeline import check_turns, conversation, metrics, of_type, paced, run_stt, wait_for
 
 from nemotron_speech.llm.server import free_port
 from nemotron_speech.protocol import Reset, encode
 from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
 from nemotron_speech.services.stt import NemotronSTTService, _ReplayLog
 from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.testing.stt_pipeline import (
+    check_turns,
+    conversation,
+    metrics,
+    of_type,
+    paced,
+    run_stt,
+    wait_for,
+)
 
 TURNS = [11, 2]  # short sentences without commas: one VAD segment each
 

@@ -1,5 +1,6 @@
 """Drive an STT service as a voice pipeline does: espeak speech paced in real time through the
-real Silero VAD (from the pipecat wheel), under `pipecat.tests.utils.run_test`.
+real Silero VAD (from the pipecat wheel), under `pipecat.tests.utils.run_test`. Used by the
+service tests and by `benchmarks/services.py`; needs pipecat (the `bot` extra).
 
 `frames_to_send` may be any iterable, so the frames are generated lazily: pacing sleeps are
 computed against the clock as the frames go out, and `wait_for` holds the pipeline open until a
