@@ -67,10 +67,20 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.http("/health")[0] != 200:
+            assert time.monotonic() < deadline, f"server never ready:\n{self.log()}"
+            assert self.process.poll() is None, f"server exited:\n{self.log()}"
+            time.sleep(0.2)
+
 
 @contextmanager
-def running_server(model: Path, log_dir: Path, *options: str) -> Iterator[RunningServer]:
-    """Start `python -m nemotron_speech.server` on a free port; wait until /health is ready."""
+def running_server(
+    model: Path, log_dir: Path, *options: str, wait_ready: bool = True
+) -> Iterator[RunningServer]:
+    """Start `python -m nemotron_speech.server` on a free port; wait until it listens, and by
+    default until /health says ready."""
     log_path = log_dir / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "nemotron_speech.server", "--model", str(model)]
@@ -83,11 +93,8 @@ def running_server(model: Path, log_dir: Path, *options: str) -> Iterator[Runnin
         )
     try:
         server = RunningServer(process, _wait_for_port(process, log_path), log_path)
-        deadline = time.monotonic() + 180
-        while server.http("/health")[0] != 200:
-            assert time.monotonic() < deadline, f"server never ready:\n{server.log()}"
-            assert process.poll() is None, f"server exited:\n{server.log()}"
-            time.sleep(0.2)
+        if wait_ready:
+            server.wait_ready()
         yield server
     finally:
         if process.poll() is None:

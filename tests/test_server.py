@@ -242,9 +242,18 @@ async def _next_final(client: AsrClient) -> Transcript:
             return event
 
 
-async def test_sigterm_finalizes_open_streams(asr_model_path, tmp_path, audio):
-    """Shutdown sends each open stream the final of the audio it has, then closes with 1001."""
-    with running_server(asr_model_path, tmp_path) as server:
+async def test_loading_then_sigterm_finalizes_open_streams(asr_model_path, tmp_path, audio):
+    """While loading: /health 503 and streams refused with 1013. Shutdown sends each open
+    stream the final of the audio it has, then closes with 1001."""
+    with running_server(asr_model_path, tmp_path, wait_ready=False) as server:
+        status, body = server.http("/health")
+        assert (status, json.loads(body)) == (503, {"status": "loading", "streams": 0})
+        with pytest.raises(AsrConnectionError) as error:
+            await AsrClient.connect(server.url)
+        assert error.value.code == CloseCode.TRY_AGAIN_LATER
+        assert error.value.reason == "server is loading the model; retry when /health says ready"
+        server.wait_ready()
+        assert server.metric('asr_connections_rejected_total{reason="loading"}') == 1
         clients = [await AsrClient.connect(server.url) for _ in range(2)]
         for client, index in zip(clients, (9, 10), strict=True):
             await send(client, audio[index])

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemotron_speech.asr import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
 from nemotron_speech.server.metrics import ServerMetrics
 
@@ -216,6 +215,10 @@ class InferenceWorker:
             self._soft_final(command.stream_id, stream)
 
     def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        # the engine package (torch, NeMo) is imported on this thread with the model, so the
+        # port opens and /health answers "loading" during that import
+        from nemotron_speech.asr import BufferFullError
+
         try:
             self.engine.feed(stream_id, data)
         except BufferFullError as exc:
@@ -259,6 +262,8 @@ class InferenceWorker:
         stream.failed = True
         self._send(stream, Error("internal error in the ASR engine; reconnect"))
         self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        from nemotron_speech.asr import AsrError
+
         with contextlib.suppress(AsrError):
             self.engine.close(stream_id)
         self._metrics.streams_open.set(self.engine.open_streams)
