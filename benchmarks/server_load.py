@@ -1,7 +1,8 @@
 """ASR server load benchmark: N concurrent clients streaming speech at real time.
 
     python benchmarks/server_load.py                         # CPU, generated test model, N=1,8,32
-    python benchmarks/server_load.py --device cuda --model models/asr.nemo --clients 1,64,256,400
+    python benchmarks/server_load.py --device cuda --full-size --clients 1,64,256,400 \
+        --client-processes 8
 
 Starts the server (or uses --url), then for each N runs N clients for --seconds. Each client
 sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences; after each
@@ -10,7 +11,8 @@ sentence it sends `end` and waits for the final. Per N it reports:
   was available. A calibration pass (one client, a soft reset after every packet, before the
   load) finds that packet for each text; batching gives the same texts at any load.
 - finalize: `end` sent -> hard final received.
-- exact: finals equal to the sentence's text (the model transcribes them exactly alone).
+- exact: finals equal to the final of the same sentence streamed alone (for the test model that
+  is the sentence itself; with --full-size random weights, garbage, but the same garbage).
 - server CPU (% of one core, from /proc; in brackets its main thread, the event loop), this
   process's CPU (the clients), steps per second, mean batch size and step time (from /metrics),
   and the machine's 1-minute load average at the end (other work on the machine skews results).
@@ -23,16 +25,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -52,6 +57,7 @@ class Utterance:
     audio: bytes
     text: str
     available_after: dict[str, int] = field(default_factory=dict)  # interim -> packet index
+    final: str = ""  # the final of this sentence streamed alone (calibration)
 
 
 def load_utterances() -> list[Utterance]:
@@ -89,8 +95,10 @@ async def calibrate(url: str, token: str | None, utterances: list[Utterance]) ->
                 if event.text:
                     utterance.available_after.setdefault(event.text, index)
             await client.end()
-            while not getattr(await client.recv(), "finalize", False):
-                pass
+            event = await client.recv()
+            while not (isinstance(event, Transcript) and event.finalize):
+                event = await client.recv()
+            utterance.final = event.text
 
 
 async def run_client(
@@ -122,7 +130,7 @@ async def run_client(
             elif event.finalize:
                 stats.finalize.append(now - current["end_sent"])
                 stats.finals += 1
-                stats.exact += event.text == utterance.text
+                stats.exact += event.text == utterance.final
                 final.set()
 
     receiver = asyncio.create_task(receive())
@@ -168,20 +176,53 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
     return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
 
 
-async def run_level(
-    url: str, token: str | None, n: int, seconds: float, pid: int | None, utterances
+def client_group(
+    url: str,
+    token: str | None,
+    utterances: list[Utterance],
+    members: list[int],
+    n: int,
+    seconds: float,
+) -> list[ClientStats]:
+    """Run clients `members` (of `n`) for `seconds` in this process's own event loop."""
+
+    async def run() -> list[ClientStats]:
+        deadline = time.perf_counter() + seconds
+        stats = [ClientStats() for _ in members]
+        await asyncio.gather(*(
+            run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stat)
+            for i, stat in zip(members, stats, strict=True)
+        ))  # fmt: skip
+        return stats
+
+    return asyncio.run(run())
+
+
+def run_level(
+    url: str,
+    token: str | None,
+    n: int,
+    seconds: float,
+    pid: int | None,
+    utterances,
+    processes: int,
 ) -> dict:
+    """N clients, spread over `processes` client processes (one event loop each)."""
     http = url.replace("ws://", "http://", 1)
     before, cpu_before, started = metrics(http), cpu_seconds(pid), time.perf_counter()
-    own_before = sum(os.times()[:2])
-    deadline = started + seconds
-    stats = [ClientStats() for _ in range(n)]
-    await asyncio.gather(*(
-        run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stats[i])
-        for i in range(n)
-    ))  # fmt: skip
+    own_before = sum(os.times()[:4])  # this process and its finished children
+    groups = [list(range(k, n, processes)) for k in range(min(processes, n))]
+    if len(groups) == 1:
+        stats = client_group(url, token, utterances, groups[0], n, seconds)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
+            futures = [
+                pool.submit(client_group, url, token, utterances, g, n, seconds) for g in groups
+            ]
+            stats = [stat for future in futures for stat in future.result()]
     wall = time.perf_counter() - started
-    after, cpu_after, own_after = metrics(http), cpu_seconds(pid), sum(os.times()[:2])
+    after, cpu_after, own_after = metrics(http), cpu_seconds(pid), sum(os.times()[:4])
     steps = after["asr_steps_total"] - before["asr_steps_total"]
     batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
@@ -189,6 +230,7 @@ async def run_level(
     finalize = sorted(x for s in stats for x in s.finalize)
     return {
         "clients": n,
+        "client_processes": len(groups),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "seconds": round(wall, 2),
         "lag_ms": percentiles(lag),
@@ -211,6 +253,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
     q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
     return {"p50": round(1000 * q[49], 1), "p99": round(1000 * q[98], 1),
             "max": round(1000 * values[-1], 1), "n": len(values)}  # fmt: skip
+
+
+def full_size_model(work: Path) -> Path:
+    """Save the production-size architecture (random weights: same compute) as a .nemo."""
+    from nemotron_speech.testing.make_model import build_full_size
+
+    path = work / "full-size.nemo"
+    build_full_size(work).save_to(str(path))
+    return path
 
 
 def cpu_model() -> str:
@@ -250,29 +301,48 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="spread the clients over K processes"
+    )
+    parser.add_argument(
+        "--full-size", action="store_true",
+        help="serve the ~0.6 B architecture with random weights (built and saved first)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    work = tempfile.TemporaryDirectory()
+    if args.full_size:
+        args.model = full_size_model(Path(work.name))
     process, url = (None, args.url) if args.url else start_server(args)
     utterances = load_utterances()
     asyncio.run(calibrate(url, args.token, utterances))
+    wrong = sum(u.final != u.text for u in utterances)
+    if wrong and not args.full_size:
+        print(f"warning: {wrong} sentences not transcribed exactly alone", file=sys.stderr)
     rows = []
     try:
         for n in (int(x) for x in args.clients.split(",")):
             pid = process.pid if process else None
-            rows.append(asyncio.run(run_level(url, args.token, n, args.seconds, pid, utterances)))
+            row = run_level(
+                url, args.token, n, args.seconds, pid, utterances, args.client_processes
+            )
+            rows.append(row)
             print_row(rows[-1], header=len(rows) == 1)
     finally:
         if process is not None:
             process.terminate()
             process.wait(30)
+        work.cleanup()
     result = {
         "date": date.today().isoformat(),
         "host": platform.node(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "device": args.device,
-        "model": os.path.relpath(args.model, ROOT),
+        "model": "full-size architecture, random weights"
+        if args.full_size
+        else os.path.relpath(args.model, ROOT),
         "right_context": args.right_context,
         "batch_wait_ms": args.batch_wait_ms,
         "command": " ".join(sys.argv),
