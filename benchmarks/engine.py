@@ -271,9 +271,11 @@ def build_model(args, work: Path):
         model = build_full_size(work).eval()
         configure_decoding(model, args.cuda_graph_decoder)
         model = model.to(torch.device(args.device))
+        select_right_context(model, args.right_contexts[0])  # emission depends on the context
         bias = calibrate_blank_bias(model, audio_source(True)[: 16000 * 20], args.tokens_per_frame)
         name = f"full-size architecture, random weights, blank bias {bias} for"
-        return model, f"{name} ~{args.tokens_per_frame} tokens per 80 ms frame"
+        context = f"at R={args.right_contexts[0]}"
+        return model, f"{name} ~{args.tokens_per_frame} tokens per 80 ms frame {context}"
     path = Path(args.model or TINY_MODEL)
     model = load_nemo_model(path, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder)
     return model, path.name
@@ -374,6 +376,10 @@ def run_variant(
         print_step(row)
     summary["finalize_b1"] = stats(time_finalize(engine, audio))
     summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
+    if variant == "eager":  # NeMo's own whole-utterance decoding is the reference of references
+        offline = [tuple(engine.transcribe_offline(u)[0]) for u in utterances]
+        summary["agreement_with_offline"] = agreement(offline, summary["tokens"])
+        summary["tokens_per_utterance"] = [len(t) for t in summary["tokens"]]
     if reference is not None:
         summary["agreement_with_eager_fp32"] = agreement(reference, summary["tokens"])
     summary["real_time"] = []
