@@ -222,18 +222,19 @@ async def run_turns(llm: NemotronLLMService, *steps: Frame | str | Callable[[], 
     return down, up
 
 
+async def hello_update_hello(llm: NemotronLLMService, delta: NemotronLLMService.Settings):
+    """A "hello" turn, a runtime settings update, another "hello" turn."""
+    hello = LLMContextFrame(context("hello"))
+    update = LLMUpdateSettingsFrame(delta=delta)
+    return await run_turns(
+        llm, hello, "wait", update, LLMContextFrame(context("hello")), "wait", turns=2
+    )
+
+
 async def test_thinking_is_off_by_default_and_switched_at_runtime(backend):
     llm = make_llm(backend)
     thinking_on = NemotronLLMService.Settings(enable_thinking=True)
-    down, up = await run_turns(
-        llm,
-        LLMContextFrame(context("hello")),
-        "wait",
-        LLMUpdateSettingsFrame(delta=thinking_on),
-        LLMContextFrame(context("hello")),
-        "wait",
-        turns=2,
-    )
+    down, up = await hello_update_hello(llm, thinking_on)
     (thought_off, answer_off), (thought_on, answer_on) = replies(down)
     assert (thought_off, answer_off) == ("", HELLO_REPLY)
     assert thought_on.strip() == HELLO_REASONING and answer_on.strip() == HELLO_REPLY
@@ -287,15 +288,7 @@ async def test_an_unreachable_server_is_an_error_frame_and_the_next_turn_works()
 async def test_an_error_answer_is_an_error_frame_and_the_next_turn_works(vllm_server):
     llm = make_llm(Backend(vllm_server.base_url, "no-such-model", ServerTransport()))
     right_model = NemotronLLMService.Settings(model=vllm_server.model)
-    down, up = await run_turns(
-        llm,
-        LLMContextFrame(context("hello")),
-        "wait",
-        LLMUpdateSettingsFrame(delta=right_model),
-        LLMContextFrame(context("hello")),
-        "wait",
-        turns=2,
-    )
+    down, up = await hello_update_hello(llm, right_model)
     errors = [f.error for f in up if isinstance(f, ErrorFrame)]
     assert errors and "no-such-model" in errors[0]
     assert [answer for _, answer in replies(down)] == ["", HELLO_REPLY]

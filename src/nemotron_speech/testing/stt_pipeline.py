@@ -80,22 +80,29 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> Iterator[Frame]:
 
 
 class FinalsTap(FrameProcessor):
-    """Counts final transcripts as they pass, for `wait_for`."""
+    """Keeps the final transcripts that pass and when they passed (`time.time()`)."""
 
     def __init__(self):
         super().__init__()
         self.finals: list[TranscriptionFrame] = []
+        self.times: list[float] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame):
+            self.times.append(time.time())
             self.finals.append(frame)
         await self.push_frame(frame, direction)
 
 
-async def run_stt(stt: FrameProcessor, frames: Callable[[FinalsTap], Iterable[Frame]], **kwargs):
+async def run_stt(
+    stt: FrameProcessor,
+    frames: Callable[[FinalsTap], Iterable[Frame]],
+    tap: FinalsTap | None = None,
+    **kwargs,
+):
     """Run `[Silero VAD, stt, tap]`; `frames(tap)` gives what to send. Returns (down, up)."""
-    tap = FinalsTap()
+    tap = tap or FinalsTap()
     vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=STOP_SECS)))
     return await run_test(
         Pipeline([vad, stt, tap]),
