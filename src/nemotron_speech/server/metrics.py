@@ -131,7 +131,7 @@ class ServerMetrics:
         )
         self.finalize_seconds = Histogram(
             "asr_finalize_seconds",
-            "Hard finalize request received to final transcript sent.",
+            "Hard reset received to final transcript ready to send.",
             lock,
             LATENCY_BUCKETS,
         )
