@@ -9,10 +9,18 @@ import threading
 from itertools import chain
 
 import pytest
+from pipecat.frames.frames import ErrorFrame
 
 from nemotron_speech.services.local_stt import NemotronLocalSTTService
 from nemotron_speech.testing.sentences import SENTENCES
-from nemotron_speech.testing.stt_pipeline import check_turns, conversation, paced, run_stt, wait_for
+from nemotron_speech.testing.stt_pipeline import (
+    check_turns,
+    conversation,
+    paced,
+    run_stt,
+    silence,
+    wait_for,
+)
 
 pytest.importorskip("torch")
 
@@ -62,3 +70,11 @@ def test_import_does_not_load_torch():
         "assert 'torch' not in sys.modules and 'nemo' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_missing_model_is_a_permanent_error_frame(tmp_path):
+    stt = NemotronLocalSTTService(model_path=tmp_path / "missing.nemo")
+    _, up = await run_stt(stt, lambda tap: paced(silence(0.2)), start_timeout=60)
+    errors = [frame.error for frame in up if isinstance(frame, ErrorFrame)]
+    assert any("cannot start the ASR engine" in e and "missing.nemo" in e for e in errors), errors
+    assert not stt.is_usable

@@ -111,7 +111,11 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
         """Load the model if needed and open the stream before any audio arrives."""
         await super().start(frame)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nemotron-asr")
-        self._stream_id = await self._on_engine_thread(self._open_stream)
+        try:
+            self._stream_id = await self._on_engine_thread(self._open_stream)
+        except Exception as exc:  # no model, no transcripts: say why once, then stay quiet
+            message = f"{self} cannot start the ASR engine: {exc}"
+            await self.push_error(message, exception=exc, force_treat_as_permanent=True)
 
     async def stop(self, frame: EndFrame):
         await super().stop(frame)
