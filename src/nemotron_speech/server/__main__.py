@@ -1,4 +1,5 @@
-"""Command line of the ASR server; SIGTERM and SIGINT shut it down gracefully."""
+"""Command line of the ASR server (`python -m nemotron_speech.server` or
+`nemotron-speech serve-asr`); SIGTERM and SIGINT shut it down gracefully."""
 
 from __future__ import annotations
 
@@ -15,12 +16,8 @@ from nemotron_speech.server.app import AsrServer, ServerConfig
 log = logging.getLogger("nemotron_speech.server")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerConfig(model=Path())
-    parser = argparse.ArgumentParser(
-        prog="python -m nemotron_speech.server",
-        description="Streaming ASR over WebSocket (protocol: docs/protocol.md).",
-    )
     parser.add_argument(
         "--model", type=Path, required=True, help="cache-aware streaming .nemo file"
     )
@@ -80,7 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
-    return parser
 
 
 async def _serve(server: AsrServer) -> None:
@@ -90,8 +86,7 @@ async def _serve(server: AsrServer) -> None:
     await server.run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
         )
         return 2
-    options = {k: v for k, v in vars(args).items() if k != "log_level"}
+    options = {k: getattr(args, k) for k in ServerConfig.__dataclass_fields__}
     server = AsrServer(ServerConfig(**options))
     try:
         asyncio.run(_serve(server))
@@ -112,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("server failed: %s", exc)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nemotron_speech.server",
+        description="Streaming ASR over WebSocket (protocol: docs/protocol.md).",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
