@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 
 import pytest
 import websockets
@@ -265,3 +267,15 @@ async def test_loading_then_sigterm_finalizes_open_streams(asr_model_path, tmp_p
             assert (client.close_code, client.close_reason) == (1001, "server shutting down")
         assert server.process.wait(30) == 0
         assert "shutting down: finalizing 2 open streams" in server.log()
+
+
+def test_command_line_says_what_is_missing():
+    """Both entry points share one parser; a missing model is named before anything loads."""
+    for command in (
+        [sys.executable, "-m", "nemotron_speech.server"],
+        [sys.executable, "-m", "nemotron_speech.cli", "serve-asr"],
+    ):
+        result = subprocess.run([*command, "--model", "/no/such.nemo"], capture_output=True,
+                                text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 2
+        assert "model not found: /no/such.nemo (pass --model with a cache-aware" in result.stderr
