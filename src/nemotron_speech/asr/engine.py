@@ -71,6 +71,7 @@ class AsrEngine:
         max_buffered_seconds: float = 30.0,
         precision: str = "fp32",
         cuda_graphs: bool | None = None,
+        max_graph_batch: int = 1024,
     ):
         if precision not in PRECISIONS:
             raise AsrError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -88,12 +89,12 @@ class AsrEngine:
         self._slots = SlotStore(self.device)
         add_encoder_caches(self._slots, model.encoder)
         self._decoder = SlotGreedyDecoder(model, self._slots)
-        self._graphed = self._graphed_step() if cuda_graphs else None
+        self._graphed = self._graphed_step(max_graph_batch) if cuda_graphs else None
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
         self.last_step = StepInfo(0, 0, 0.0)
 
-    def _graphed_step(self):
+    def _graphed_step(self, max_batch: int):
         from nemotron_speech.asr.graphs import GraphedEncoderStep
 
         return GraphedEncoderStep(
@@ -102,6 +103,7 @@ class AsrEngine:
             features=int(self.model.cfg.preprocessor.features),
             frames=self.geometry.pre_encode_cache + self.geometry.chunk,
             drop=self.geometry.drop_extra_pre_encoded,
+            max_bucket=max_batch,
         )
 
     @classmethod
@@ -336,7 +338,10 @@ class AsrEngine:
     def warmup(self, seconds: float = 1.0) -> None:
         """Run a stream of synthetic audio through the streaming path (never `transcribe()`,
         which perturbs later streaming results), so the first real stream pays no first-call
-        costs."""
+        costs, and capture every CUDA-graph bucket."""
         samples = 0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
         self.transcribe(samples)
+        if self._graphed is not None:  # capturing mid-stream would stall every stream
+            with torch.inference_mode():
+                self._graphed.capture_all()
         log.debug("warm-up done on %s", self.device)

@@ -73,6 +73,12 @@ class GraphedEncoderStep:
         )
         return encoded[:batch], encoded_len[:batch]
 
+    def capture_all(self) -> None:
+        """Capture every bucket now (a capture takes a few steps' time)."""
+        for bucket in self._buckets:
+            if bucket not in self._captured:
+                self._capture(bucket)
+
     def _capture(self, bucket: int) -> _Captured:
         dtype = next(self._encoder.parameters()).dtype
         device = next(self._encoder.parameters()).device
