@@ -55,7 +55,11 @@ class AsrClient:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             websocket = await connect(
-                url, additional_headers=headers, open_timeout=open_timeout, max_size=max_size
+                url,
+                additional_headers=headers,
+                open_timeout=open_timeout,
+                max_size=max_size,
+                compression=None,  # PCM barely compresses; deflate would only cost CPU
             )
         except InvalidStatus as exc:
             response = exc.response

@@ -61,19 +61,24 @@ class Session:
         self._outbox: asyncio.Queue[Event | Ready] = asyncio.Queue()
         self._stream_id: int | None = None
         self._final_sent = asyncio.Event()  # set after each hard final is written
+        self._last_message = 0.0  # loop time of the last message received
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
+        watchdog = None
         try:
             self._stream_id = await self._worker.open(self._outbox.put_nowait)
             self.state = State.STREAMING
             self._outbox.put_nowait(self._ready)
+            watchdog = asyncio.create_task(self._watch_idle())
             await self._read()
         finally:
             self.state = State.CLOSED
             if self._stream_id is not None:
                 self._worker.close(self._stream_id)
             writer.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
 
     async def shutdown(self, timeout: float) -> None:
         """Hard-finalize the stream, send its final text, then close with 1001."""
@@ -88,32 +93,38 @@ class Session:
         await self.websocket.close(CloseCode.GOING_AWAY, "server shutting down")
 
     async def _read(self) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(self.websocket.recv(), self._idle_timeout)
-            except TimeoutError:
-                self._metrics.client_errors.inc(label="idle_timeout")
-                self._outbox.put_nowait(Error(f"no message for {self._idle_timeout:g} s"))
-                self._outbox.put_nowait(StreamClosed(CloseCode.IDLE_TIMEOUT, "idle timeout"))
-                await self.websocket.wait_closed()
-                return
-            except ConnectionClosed as closed:
-                if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                    self._metrics.client_errors.inc(label="too_big")
-                return
-            if self.state is not State.STREAMING:
-                continue  # closing: the final is on its way; later input has nowhere to go
-            if isinstance(message, bytes):
-                self._worker.feed(self._stream_id, message)
-                continue
-            try:
-                command = parse_client_message(message)
-            except ProtocolError as exc:
-                self._metrics.client_errors.inc(label="bad_message")
-                self._outbox.put_nowait(Error(str(exc)))
-                continue
-            finalize = True if isinstance(command, End) else command.finalize
-            self._worker.reset(self._stream_id, finalize=finalize)
+        loop = asyncio.get_running_loop()
+        try:
+            async for message in self.websocket:
+                self._last_message = loop.time()
+                if self.state is not State.STREAMING:
+                    continue  # closing: the final is on its way; later input has nowhere to go
+                if isinstance(message, bytes):
+                    self._worker.feed(self._stream_id, message)
+                    continue
+                try:
+                    command = parse_client_message(message)
+                except ProtocolError as exc:
+                    self._metrics.client_errors.inc(label="bad_message")
+                    self._outbox.put_nowait(Error(str(exc)))
+                    continue
+                finalize = True if isinstance(command, End) else command.finalize
+                self._worker.reset(self._stream_id, finalize=finalize)
+        except ConnectionClosed as closed:
+            if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._metrics.client_errors.inc(label="too_big")
+
+    async def _watch_idle(self) -> None:
+        """Close the connection once no message came for the idle timeout. One timer per idle
+        period, not one per message: the read loop only notes the time of each message."""
+        loop = asyncio.get_running_loop()
+        self._last_message = loop.time()
+        while (left := self._last_message + self._idle_timeout - loop.time()) > 0:
+            await asyncio.sleep(left)
+        if self.state is State.STREAMING:
+            self._metrics.client_errors.inc(label="idle_timeout")
+            self._outbox.put_nowait(Error(f"no message for {self._idle_timeout:g} s"))
+            self._outbox.put_nowait(StreamClosed(CloseCode.IDLE_TIMEOUT, "idle timeout"))
 
     async def _write(self) -> None:
         """Send queued events in order; a `StreamClosed` ends the connection."""
