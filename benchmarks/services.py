@@ -323,7 +323,7 @@ def main() -> None:
         "date": date.today().isoformat(),
         "hardware": f"{cpu_model()}, {os.cpu_count()} cores, ASR on {args.device}",
         "python": platform.python_version(),
-        "asr_model": str(args.asr_model),
+        "asr_model": os.path.relpath(args.asr_model, ROOT),
         "right_context": args.right_context,
         "vad_stop_secs": STOP_SECS,
         "load_average_1m": os.getloadavg()[0],

@@ -197,7 +197,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         try:
             websocket = await self._websocket_connect(url, additional_headers=headers)
         except InvalidStatus as exc:
-            await self._refused(exc)
+            raise await self._refused(exc) from None
         except OSError as exc:
             raise ConnectionError(f"cannot connect to the ASR server at {url}: {exc}") from exc
         try:
@@ -219,14 +219,14 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         logger.debug(f"{self} connected to {url}: {ready}")
         await self._call_event_handler("on_connected")
 
-    async def _refused(self, exc: InvalidStatus) -> None:
+    async def _refused(self, exc: InvalidStatus) -> ConnectionError:
         """The handshake was answered with an HTTP error: 4xx will not get better by retrying."""
         status = exc.response.status_code
         body = exc.response.body.decode(errors="replace").strip()
         message = f"ASR server at {self._settings.url} refused us: HTTP {status} {body}".strip()
         if 400 <= status < 500:
             await self._report_error(ErrorFrame(f"{self} {message}"), force_treat_as_permanent=True)
-        raise ConnectionError(message)
+        return ConnectionError(message)
 
     async def _try_reconnect(self, max_retries: int | None = None, report_error=None) -> bool:
         return await super()._try_reconnect(max_retries or self._reconnect_attempts, report_error)
