@@ -10,7 +10,12 @@ from contextlib import ExitStack
 from itertools import chain
 
 import pytest
-from pipecat.frames.frames import ErrorFrame, STTMetadataFrame, TranscriptionFrame
+from pipecat.frames.frames import (
+    ErrorFrame,
+    STTMetadataFrame,
+    STTUpdateSettingsFrame,
+    TranscriptionFrame,
+)
 from pipecat.metrics.metrics import STTUsageMetricsData
 from server_fixtures import TOKEN, running_server
 
@@ -56,6 +61,29 @@ async def test_each_turn_ends_with_one_finalized_transcript(server, speech_wavs)
     assert usage == pytest.approx(len(audio) / 32000, abs=0.05)
     assert not of_type(up, ErrorFrame)
     assert stt.server_ready.right_context == 1
+
+
+async def test_a_new_url_moves_the_stream(server, speech_wavs):
+    """A settings update with another URL reconnects (at once: nobody is speaking yet)."""
+    stt = service(server.url)
+    connections = []
+
+    @stt.event_handler("on_connected")
+    async def on_connected(service):
+        connections.append(service.server_ready)
+
+    other_url = NemotronSTTService.Settings(url=server.url.replace("127.0.0.1", "localhost"))
+    audio, spans = conversation([speech_wavs[11]])
+    down, _ = await run_stt(
+        stt,
+        lambda tap: chain(
+            [STTUpdateSettingsFrame(delta=other_url)],
+            paced(audio),
+            wait_for(lambda: tap.finals, 10),
+        ),
+    )
+    check_turns(down, [SENTENCES[11]], spans)
+    assert len(connections) == 2 and stt._settings.url == other_url.url
 
 
 @pytest.mark.slow
