@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# Set up a development/serving environment from scratch on Linux: system tools, .venv with the
-# project and its extras, and (unless NEMOTRON_SKIP_VLLM=1) a separate .venv-vllm with the CPU
-# build of vLLM that the LLM tests serve their fixture model with.
+# Set up everything on a fresh Linux box: Debian tools (espeak-ng, sox), .venv with the project
+# and its extras, and the test tools the suite uses: .venv-vllm (CPU build of vLLM serving the
+# fixture LLM), .lint-tools (hadolint, dclint, haproxy) and headless Chromium. Set
+# NEMOTRON_SKIP_TEST_TOOLS=1 to install only .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
 if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null
-    else
-        sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng sox >/dev/null
-    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null
 fi
 
 python3 -m venv .venv
-# torch is pinned first so NeMo's unpinned torch cannot pull a multi-GB CUDA build on a CPU box;
-# on a GPU box install your CUDA torch build before running this script
 .venv/bin/pip install -q --upgrade pip
+# torch first, pinned, so NeMo's unpinned torch cannot pull a multi-GB CUDA build on a CPU box;
+# on a GPU box install your CUDA build of torch into .venv before running this script
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==${NEMOTRON_TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/pip install -q -e ".[asr,bot,dev]"
+.venv/bin/pip install -q -e ".[asr,bot,dev,download]"
 
-if [ "${NEMOTRON_SKIP_VLLM:-0}" != 1 ] && [ -x .ci/setup_vllm.sh ]; then
-    .ci/setup_vllm.sh .venv-vllm
+if [ "${NEMOTRON_SKIP_TEST_TOOLS:-0}" != 1 ]; then
+    bash .ci/setup_vllm.sh "$PWD/.venv-vllm" >/dev/null
+    bash .ci/setup_lint_tools.sh "$PWD/.lint-tools" >/dev/null
+    as_root bash .ci/setup_browser.sh >/dev/null
 fi
 echo "setup done: .venv ready"

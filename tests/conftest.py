@@ -11,7 +11,14 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-ASSETS = Path(__file__).parent / "assets" / "asr"
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "tests" / "assets" / "asr"
+
+# the tools ./setup.sh installs, found without any configuration
+if (ROOT / ".venv-vllm" / "bin" / "python").exists():
+    os.environ.setdefault("NEMOTRON_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+if (ROOT / ".lint-tools").is_dir():
+    os.environ.setdefault("NEMOTRON_LINT_TOOLS", str(ROOT / ".lint-tools"))
 
 
 @pytest.fixture(scope="session")
