@@ -42,7 +42,7 @@ from server_load import TINY_MODEL, cpu_model, start_server  # noqa: E402
 
 from nemotron_speech.client import AsrClient  # noqa: E402
 from nemotron_speech.protocol import Transcript  # noqa: E402
-from nemotron_speech.testing.fixture_llm import CASES  # noqa: E402
+from nemotron_speech.testing.fixture_llm import CASES, SYSTEM_PROMPT  # noqa: E402
 from nemotron_speech.testing.stt_pipeline import (  # noqa: E402
     FRAME_BYTES,
     RATE,
@@ -219,7 +219,9 @@ async def service_ttft(base_url: str, model: str, api_key: str) -> list[float]:
     llm = NemotronLLMService(
         base_url=base_url,
         api_key=api_key,
-        settings=NemotronLLMService.Settings(model=model, temperature=0),
+        settings=NemotronLLMService.Settings(
+            model=model, system_instruction=SYSTEM_PROMPT, temperature=0
+        ),
     )
     tap, starts = FirstText(), []
 
@@ -227,7 +229,7 @@ async def service_ttft(base_url: str, model: str, api_key: str) -> list[float]:
         for turn in range(LLM_TURNS):
             yield SleepFrame(sleep=IDLE_BEFORE_TURN)
             starts.append(time.perf_counter())
-            yield LLMContextFrame(LLMContext([dict(m) for m in CASES["hello"][0]]))
+            yield LLMContextFrame(LLMContext([dict(m) for m in CASES["hello"][0][1:]]))
             yield from wait_for(lambda n=turn + 1: tap.ends >= n, 60)
 
     await run_test(Pipeline([llm, tap]), frames_to_send=frames())

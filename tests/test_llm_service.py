@@ -48,6 +48,7 @@ from nemotron_speech.testing.fixture_llm import (
     HELLO_REASONING,
     HELLO_REPLY,
     RESULT,
+    SYSTEM_PROMPT,
     TOOLS,
     WEATHER_REPLY,
 )
@@ -160,7 +161,9 @@ def make_llm(backend: Backend, **settings) -> NemotronLLMService:
             client = httpx.AsyncClient(transport=transport)
             return AsyncOpenAI(api_key=api_key, base_url=base_url, http_client=client)
 
-    settings = NemotronLLMService.Settings(model=backend.model, temperature=0, **settings)
+    settings = NemotronLLMService.Settings(
+        model=backend.model, system_instruction=SYSTEM_PROMPT, temperature=0, **settings
+    )
     return Service(base_url=backend.base_url, settings=settings)
 
 
@@ -182,8 +185,11 @@ class Replies(FrameProcessor):
 
 
 def context(case: str) -> LLMContext:
+    """The case's conversation; its system prompt goes in the service's `system_instruction`."""
     messages, tools, _, _ = CASES[case]
-    return LLMContext([dict(m) for m in messages], tools=[WEATHER_TOOL] if tools else NOT_GIVEN)
+    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    turns = [dict(m) for m in messages[1:]]
+    return LLMContext(turns, tools=[WEATHER_TOOL] if tools else NOT_GIVEN)
 
 
 def replies(down: Iterable[Frame]) -> list[tuple[str, str]]:
