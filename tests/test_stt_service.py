@@ -150,7 +150,8 @@ def test_replay_log_keeps_what_the_server_has_not_finalized():
 
 def test_websocket_service_imports_without_torch():
     code = (
-        "import sys; from nemotron_speech import NemotronSTTService; "
+        "import sys, nemotron_speech; assert 'pipecat' not in sys.modules; "
+        "from nemotron_speech import NemotronSTTService; "
         "assert 'torch' not in sys.modules and 'nemo' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
