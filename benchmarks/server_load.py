@@ -276,7 +276,7 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
         sys.executable, "-m", "nemotron_speech.server", "--model", str(args.model),
         "--port", "0", "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
-        "--batch-wait-ms", str(args.batch_wait_ms),
+        "--batch-wait-ms", str(args.batch_wait_ms), "--precision", args.precision,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -299,6 +299,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--right-context", type=int, default=1)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
+    parser.add_argument("--precision", default="fp32", help="server option: fp32, bf16, fp16")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument(
@@ -345,6 +346,7 @@ def main() -> None:
         else os.path.relpath(args.model, ROOT),
         "right_context": args.right_context,
         "batch_wait_ms": args.batch_wait_ms,
+        "precision": args.precision,
         "command": " ".join(sys.argv),
         "rows": rows,
     }

@@ -54,7 +54,8 @@ async def test_health_and_startup_log(server):
     status, body = server.http("/health")
     assert status == 200 and json.loads(body)["status"] == "ready"
     log = server.log()
-    assert "device=cpu right_context=1 (chunk 160 ms" in log and "memory=rss" in log
+    assert "device=cpu precision=fp32 cuda_graphs=False right_context=1 (chunk 160 ms" in log
+    assert "memory=rss" in log
 
 
 async def test_seed_style_session(server, audio):

@@ -34,6 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cuda-graph-decoder", action="store_true", help="CUDA-graph RNNT decoding (GPU only)"
     )
     parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=defaults.precision,
+        help="encoder precision",
+    )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        help="run the encoder eagerly on a GPU (CUDA graphs are the default there)",
+    )
+    parser.add_argument(
         "--max-streams",
         type=int,
         default=defaults.max_streams,

@@ -38,6 +38,8 @@ class ServerConfig:
     right_context: int | None = None
     device: str = "cpu"
     cuda_graph_decoder: bool = False
+    precision: str = "fp32"  # of the encoder: fp32, bf16 or fp16
+    cuda_graphs: bool = True  # CUDA-graph encoder steps when the device is a GPU
     max_streams: int = 64
     auth_token: str | None = None
     idle_timeout: float = 60.0
@@ -93,10 +95,12 @@ class AsrServer:
             )
             self.health = Health.READY
             log.info(
-                "ready: model=%s device=%s right_context=%d (chunk %.0f ms; supported %s) "
-                "max_streams=%d memory=%s",
+                "ready: model=%s device=%s precision=%s cuda_graphs=%s right_context=%d "
+                "(chunk %.0f ms; supported %s) max_streams=%d memory=%s",
                 config.model,
                 engine.device,
+                config.precision,
+                config.cuda_graphs and config.device.startswith("cuda"),
                 engine.right_context,
                 engine.chunk_ms,
                 engine.supported_right_contexts,
@@ -133,6 +137,8 @@ class AsrServer:
             device=config.device,
             cuda_graph_decoder=config.cuda_graph_decoder,
             max_buffered_seconds=config.max_buffered_seconds,
+            precision=config.precision,
+            cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
         )
         engine.warmup()
         return engine
