@@ -102,7 +102,8 @@ def test_pipeline_order_and_context():
         transport.output(),
         agent.assistant_aggregator,
     ]
-    assert agent.context.get_messages() == [{"role": "system", "content": "Be brief."}]
+    assert agent.context.get_messages() == []  # the system prompt lives on the LLM service
+    assert llm._settings.system_instruction == "Be brief."
     assert [t.name for t in agent.context.tools.standard_tools] == ["get_weather"]
     assert agent.latency.observer in agent.worker._observer._observers
 
@@ -152,13 +153,8 @@ async def test_text_in_voice_out():
         transport=transport, llm=llm, tts=EspeakTTSService(), system_prompt="Be brief."
     )
     output = transport.output()
-    runner = asyncio.create_task(agent.run())
     await agent.worker.queue_frames(user_text("hello there"))
-    async with asyncio.timeout(30):
-        while len(agent.context.get_messages()) < 3:
-            await asyncio.sleep(0.1)
-    await agent.worker.queue_frame(EndFrame())
-    await asyncio.wait_for(runner, 20)
+    await run_until(agent, lambda: len(agent.context.get_messages()) == 2, timeout=30)
     assert llm.requests[0][-1] == {"role": "user", "content": "hello there"}
     assert agent.context.get_messages()[-1] == {"role": "assistant", "content": REPLY}
     assert output.first_audio_at is not None
@@ -168,13 +164,8 @@ async def test_say_speaks_without_llm():
     transport = WavTransport(b"")
     llm = ScriptedLLM()
     agent = build_voice_agent(transport=transport, llm=llm, tts=EspeakTTSService())
-    runner = asyncio.create_task(agent.run())
     await agent.say("Hello, I am listening.")
-    async with asyncio.timeout(30):
-        while transport.output().first_audio_at is None:
-            await asyncio.sleep(0.1)
-    await agent.worker.queue_frame(EndFrame())
-    await asyncio.wait_for(runner, 20)
+    await run_until(agent, lambda: transport.output().first_audio_at is not None, timeout=30)
     assert llm.requests == []
 
 
@@ -224,10 +215,7 @@ async def test_bot_greets_and_user_barges_in(speech_wavs):
     stopped = [t for t, f in frames.seen if isinstance(f, BotStoppedSpeakingFrame)]
     assert stopped and stopped[0] < interrupted + 0.5  # the greeting stopped, it did not play out
     # pipecat keeps an interrupted TTSSpeakFrame's text out of the context: only the turn remains
-    assert llm.requests[0] == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": SENTENCES[SENTENCE]},
-    ]
+    assert llm.requests[0] == [{"role": "user", "content": SENTENCES[SENTENCE]}]
 
 
 def test_transport_params_cover_the_runner_transports():

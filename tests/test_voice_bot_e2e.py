@@ -7,7 +7,7 @@ Paced espeak speech -> real ASR server (generated model) -> real vLLM on CPU (fi
 The fixture LLM only answers its scripted prompts, and the test ASR model only knows the test
 sentences, so the user's sentence is not one of the fixture's prompts: the model's reply to it is
 arbitrary text (bounded by max_tokens), which is all a voice round trip needs. What the test pins
-is what the LLM service was sent: the system prompt, and the user's sentence as transcribed.
+is what the LLM service sent to vLLM: the system prompt, and the user's sentence as transcribed.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipecat.frames.frames import EndFrame, Frame, LLMContextFrame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.frames.frames import EndFrame
 from server_fixtures import pcm16, running_server
 from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 
 from nemotron_speech.pipeline import contributions
 from nemotron_speech.pipeline.bot import build_bot
-from nemotron_speech.pipeline.config import BotConfig
+from nemotron_speech.pipeline.config import BotConfig, make_llm
 from nemotron_speech.pipeline.wav_transport import WavTransport
+from nemotron_speech.services import NemotronLLMService
 from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT, WEATHER, WEATHER_REPLY
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -37,18 +37,18 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
 
 
-class ContextRecorder(FrameProcessor):
-    """Sits right before the LLM and keeps a copy of every context it is asked to answer."""
+def record_requests(llm: NemotronLLMService) -> list[list[dict]]:
+    """Messages of every chat request the service sends to vLLM, system prompt included."""
+    sent: list[list[dict]] = []
+    build = llm.build_chat_completion_params
 
-    def __init__(self):
-        super().__init__()
-        self.requests: list[list[dict]] = []
+    def recording(params_from_context):
+        params = build(params_from_context)
+        sent.append([dict(m) for m in params["messages"]])
+        return params
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if isinstance(frame, LLMContextFrame):
-            self.requests.append([dict(m) for m in frame.context.get_messages()])
-        await self.push_frame(frame, direction)
+    llm.build_chat_completion_params = recording
+    return sent
 
 
 def last_voiced_secs(pcm: bytes, threshold: int = 500) -> float:
@@ -75,8 +75,9 @@ async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
     )
     speech = pcm16(speech_wavs[SENTENCE])
     transport = WavTransport(speech, lead_secs=1.0)
-    recorder = ContextRecorder()
-    agent = build_bot(transport, config, pre_llm=[recorder])
+    llm = make_llm(config)
+    sent = record_requests(llm)
+    agent = build_bot(transport, config, llm=llm)
     output = transport.output()
 
     runner = asyncio.create_task(agent.run())
@@ -90,7 +91,7 @@ async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
     finally:
         runner.cancel()
 
-    assert recorder.requests[0] == [
+    assert sent[0] == [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": SENTENCES[SENTENCE]},
     ]

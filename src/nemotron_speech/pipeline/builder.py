@@ -6,8 +6,9 @@
 Every piece is an argument, so a caller swaps the STT for the in-process one, the TTS for
 Kokoro or espeak-ng, the turn strategies for a speech timeout, or leaves the STT (text in) or
 the TTS (text out) out altogether. What the builder adds is what every voice agent needs and is
-easy to get subtly wrong: one shared `LLMContext` with the system prompt and tools, VAD tuned to
-the 0.2 s stop the turn strategies expect, metrics on, and a voice-to-voice latency log.
+easy to get subtly wrong: one shared `LLMContext` with the tools, the system prompt on the LLM
+service, VAD tuned to the 0.2 s stop the turn strategies expect, metrics on, and a
+voice-to-voice latency log.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def build_voice_agent(
         llm: The LLM service (e.g. `NemotronLLMService`).
         stt: Speech-to-text; None for text input (frames from the transport or the caller).
         tts: Text-to-speech; None for text output (RTVI bot-output messages, logs).
-        system_prompt: First message of a new context. Ignored when `context` is given.
+        system_prompt: The LLM's instructions, set on the service (`append_system_instruction`)
+            rather than as a context message, as pipecat >= 1.9 wants: it then survives context
+            resets and is sent first on every request.
         tools: Direct functions or `FunctionSchema`s with handlers (registered with the LLM
             automatically), or a `ToolsSchema`. Ignored when `context` is given.
         context: A context to continue instead of a new one.
@@ -127,9 +130,10 @@ def build_voice_agent(
     Returns:
         The agent; run it with `await agent.run()` or add `agent.worker` to your own runner.
     """
+    if system_prompt:
+        llm.append_system_instruction(system_prompt)
     if context is None:
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        context = LLMContext(messages=messages, tools=tools if tools else NOT_GIVEN)
+        context = LLMContext(tools=tools if tools else NOT_GIVEN)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_params or default_user_params()
     )
