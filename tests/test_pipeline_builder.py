@@ -230,3 +230,24 @@ def test_transport_params_cover_the_runner_transports():
         assert params["daily"]().audio_in_enabled
     except ImportError as exc:
         assert "pipecat-ai[daily]" in str(exc)
+
+
+def test_kokoro_is_built_from_the_models_folder(tmp_path, monkeypatch):
+    """With the weights in place, pipecat's Kokoro service gets their paths (never downloads)."""
+    kokoro = pytest.importorskip("pipecat.services.kokoro.tts", exc_type=ImportError)
+    (tmp_path / "tts").mkdir()
+    for name in ("kokoro-v1.0.onnx", "voices-v1.0.bin"):
+        (tmp_path / "tts" / name).write_bytes(b"")
+    built = {}
+
+    class FakeKokoro:
+        Settings = kokoro.KokoroTTSService.Settings
+
+        def __init__(self, **kwargs):
+            built.update(kwargs)
+
+    monkeypatch.setattr(kokoro, "KokoroTTSService", FakeKokoro)
+    create_tts("kokoro", models=tmp_path, voice="am_adam", sample_rate=24000)
+    assert built["model_path"] == str(tmp_path / "tts" / "kokoro-v1.0.onnx")
+    assert built["voices_path"] == str(tmp_path / "tts" / "voices-v1.0.bin")
+    assert built["settings"].voice == "am_adam" and built["sample_rate"] == 24000

@@ -139,3 +139,34 @@ def test_text_to_voice_calls_the_tool(vllm_server, tmp_path):
     assert "get_weather" in result.stderr  # the handler ran (pipecat logs the call)
     with wave.open(str(out)) as wav:
         assert wav.getnframes() / wav.getframerate() > 1.0
+
+
+async def test_in_process_asr(asr_model_path, vllm_server, speech_wavs):
+    """`--asr-model`: the same bot with the ASR engine inside its process, no server."""
+    config = BotConfig(
+        asr_model=str(asr_model_path),
+        asr_device="cpu",
+        right_context=1,
+        llm_url=vllm_server.base_url,
+        llm_model=vllm_server.model,
+        max_tokens=24,
+        tts="espeak",
+        system_prompt=SYSTEM_PROMPT,
+        greeting="",
+    )
+    llm = make_llm(config)
+    sent = record_requests(llm)
+    transport = WavTransport(pcm16(speech_wavs[SENTENCE]), lead_secs=1.0)
+    agent = build_bot(transport, config, llm=llm)
+    assert type(agent.pipeline.processors[2]).__name__ == "NemotronLocalSTTService"
+    runner = asyncio.create_task(agent.run())
+    try:
+        async with asyncio.timeout(120):  # includes loading NeMo and the model
+            while not agent.latency.breakdowns:
+                await asyncio.sleep(0.1)
+        await agent.worker.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 30)
+    finally:
+        runner.cancel()
+    assert sent[0][-1] == {"role": "user", "content": SENTENCES[SENTENCE]}
+    assert transport.output().first_audio_at is not None
