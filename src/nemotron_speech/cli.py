@@ -12,7 +12,7 @@ import sys
 
 # command name -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
-    "transcribe": ("nemotron_speech.transcribe", "transcribe a WAV file with a streaming .nemo model"),
+    "transcribe": ("nemotron_speech.transcribe", "transcribe a WAV file with a streaming model"),
     "download": ("nemotron_speech.download", "download ASR / LLM / TTS weights into models/"),
     "serve-llm": ("nemotron_speech.llm.cli", "run vLLM with the Nemotron-3-Nano recipe"),
     "serve-asr": ("nemotron_speech.server.__main__", "run the streaming ASR WebSocket server"),
