@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
@@ -124,9 +123,27 @@ class _Tee(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
-def normalized(sse: bytes) -> str:
-    text = re.sub(r'"id":"[^"]*"', '"id":""', sse.decode())
-    return re.sub(r'"created":\d+', '"created":0', text)
+def normalized(sse: bytes) -> dict[str, str]:
+    """What a stream says, independent of how vLLM grouped tokens into chunks (which depends on
+    scheduling speed) and of its random ids: the concatenated text of every delta field."""
+    said: dict[str, str] = {}
+    for line in sse.decode().splitlines():
+        if not line.startswith("data: {"):
+            continue
+        for choice in json.loads(line[len("data: ") :])["choices"]:
+            for field, value in choice["delta"].items():
+                if field == "tool_calls":
+                    for call in value:
+                        function = call.get("function", {})
+                        said["tool_name"] = said.get("tool_name", "") + function.get("name", "")
+                        said["tool_arguments"] = said.get("tool_arguments", "") + function.get(
+                            "arguments", ""
+                        )
+                elif isinstance(value, str):
+                    said[field] = said.get(field, "") + value
+            if choice.get("finish_reason"):
+                said["finish_reason"] = choice["finish_reason"]
+    return said
 
 
 @dataclass
