@@ -335,16 +335,10 @@ def run_stock(
     geometry = select_right_context(model, right_context)
     for batch in args.batches:
         reset_memory(device)
-        row = {
-            "variant": variant,
-            "right_context": right_context,
-            "batch": batch,
-            "chunk_ms": geometry.chunk_ms,
-            **stats(time_stock(model, batch, geometry, args.steps, args.warm)),
-            "peak_gpu_gb": peak_memory_gb(device),
-        }
-        result["steps"].append(row)
-        print_step(row)
+        times = time_stock(model, batch, geometry, args.steps, args.warm)
+        print_step(
+            record_step(result, device, variant, right_context, batch, geometry.chunk_ms, times)
+        )
     return {"right_context": right_context}
 
 
@@ -354,25 +348,18 @@ def run_variant(
     """Step times, finalize latency, agreement and real-time lags of one engine variant."""
     device = torch.device(args.device)
     model.encoder.float().load_state_dict(pristine)
-    options = dict(VARIANTS[variant])
-    configure_decoding(model, options.pop("cuda_graph_decoder", False))
-    engine = AsrEngine(model, right_context=right_context, max_buffered_seconds=300, **options)
+    engine = AsrEngine(
+        model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
+    )
     engine.warmup()
     phases = PhaseTimer(engine) if args.profile else None
     summary: dict = {"right_context": right_context}
     for batch in args.batches:
         reset_memory(device)
-        row = {
-            "variant": variant,
-            "right_context": right_context,
-            "batch": batch,
-            "chunk_ms": engine.chunk_ms,
-            **stats(time_steps(engine, batch, audio, args.steps, args.warm, phases)),
-            "peak_gpu_gb": peak_memory_gb(device),
-        }
+        times = time_steps(engine, batch, audio, args.steps, args.warm, phases)
+        row = record_step(result, device, variant, right_context, batch, engine.chunk_ms, times)
         if phases is not None:
             row["phases_ms"] = phases.take(args.steps)
-        result["steps"].append(row)
         print_step(row)
     summary["finalize_b1"] = stats(time_finalize(engine, audio))
     summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
@@ -400,6 +387,20 @@ def run_variant(
     del engine
     gc.collect()
     return summary
+
+
+def record_step(result, device, variant, right_context, batch, chunk_ms, times) -> dict:
+    """One step-time row (with peak memory since the last reset), added to the result."""
+    row = {
+        "variant": variant,
+        "right_context": right_context,
+        "batch": batch,
+        "chunk_ms": chunk_ms,
+        **stats(times),
+        "peak_gpu_gb": peak_memory_gb(device),
+    }
+    result["steps"].append(row)
+    return row
 
 
 def reset_memory(device: torch.device) -> None:

@@ -214,8 +214,13 @@ class AsrEngine:
         """Run one chunk of every ready stream, batched; return changed interims and finals."""
         started = time.perf_counter()
         streams = [self._stream(i) for i in only] if only else list(self._streams.values())
-        results = [self._complete(stream) for stream in streams if stream.needs_final()]
-        ready = [stream for stream in streams if not stream.needs_final() and stream.has_chunk()]
+        results: list[Transcript] = []
+        ready: list[StreamState] = []
+        for stream in streams:  # one readiness check per stream: this loop runs every step
+            if stream.needs_final():
+                results.append(self._complete(stream))
+            elif stream.has_chunk():
+                ready.append(stream)
         self._compute_features(ready)
         first: list[tuple[StreamState, Chunk]] = []
         later: list[tuple[StreamState, Chunk]] = []
