@@ -18,6 +18,7 @@ import torch
 
 from nemotron_speech.asr.decoding import SlotGreedyDecoder
 from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFoundError
+from nemotron_speech.asr.fast_layers import use_fast_layers
 from nemotron_speech.asr.features import MelFrontEnd
 from nemotron_speech.asr.model import (
     SAMPLE_RATE,
@@ -60,8 +61,10 @@ class AsrEngine:
     """Streaming ASR over one cache-aware FastConformer-RNNT model.
 
     `precision` casts the encoder (decoder and joint stay fp32); `cuda_graphs` replays later
-    steps from CUDA graphs (default: on when the model is on a GPU). With both off the engine runs
-    exactly NeMo's `conformer_stream_step` computation, the exactness reference.
+    steps from CUDA graphs (default: on when the model is on a GPU); `fast_layers` runs the
+    encoder's attention and convolution through `fast_layers`' streaming versions (same function,
+    other kernels; default: with `cuda_graphs`). With all three off the engine runs exactly NeMo's
+    `conformer_stream_step` computation, the exactness reference.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class AsrEngine:
         precision: str = "fp32",
         cuda_graphs: bool | None = None,
         max_graph_batch: int = 1024,
+        fast_layers: bool | None = None,
     ):
         if precision not in PRECISIONS:
             raise AsrError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -85,6 +89,7 @@ class AsrEngine:
         self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
         self.precision = precision
         model.encoder.to(PRECISIONS[precision])
+        use_fast_layers(model.encoder, cuda_graphs if fast_layers is None else fast_layers)
         self._front_end = MelFrontEnd(streaming_preprocessor(model), self.device)
         self._slots = SlotStore(self.device)
         add_encoder_caches(self._slots, model.encoder)
