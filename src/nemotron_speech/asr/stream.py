@@ -35,14 +35,14 @@ class StreamState:
         self.slot = slot
         self._mel = IncrementalLogMel(geometry.hop_samples, geometry.window_samples)
         self._geometry = geometry
-        self._odd_byte = b""
         self.reset()
 
     def reset(self) -> None:
         """Back to the start of an utterance (caches are reset by the engine)."""
         self._mel.reset()
+        self._pcm = bytearray()  # PCM16 not yet converted; may end in an odd byte
         self._pending: list[np.ndarray] = []
-        self.pending_samples = 0
+        self._pending_converted = 0
         self._features = np.zeros((0, 0), dtype=np.float32)
         self._history = self._features
         self._frames_cut = 0
@@ -52,25 +52,35 @@ class StreamState:
         self.reported_text = ""
         self.finalizing = False
 
-    def add_pcm16(self, data: bytes) -> int:
-        """Append little-endian PCM16 bytes; an odd trailing byte waits for the next call."""
+    def add_pcm16(self, data: bytes) -> None:
+        """Append little-endian PCM16 bytes. Conversion waits for `plan_features()`, once per
+        step rather than once per packet; an odd trailing byte waits for the next packet."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise AudioFormatError(f"audio must be PCM16 bytes, got {type(data).__name__}")
-        data = self._odd_byte + bytes(data)
-        usable = len(data) - len(data) % 2
-        self._odd_byte = data[usable:]
-        if usable:
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-            self.add_samples(samples)
-        return usable // 2
+        self._pcm += data
 
     def add_samples(self, samples: np.ndarray) -> None:
+        self._convert_pcm()
         self._pending.append(np.asarray(samples, dtype=np.float32))
-        self.pending_samples += len(samples)
+        self._pending_converted += len(samples)
+
+    @property
+    def pending_samples(self) -> int:
+        return self._pending_converted + len(self._pcm) // 2
+
+    def _convert_pcm(self) -> None:
+        usable = len(self._pcm) - len(self._pcm) % 2
+        if usable:
+            # one expression: the view into the bytearray must be gone before it shrinks
+            samples = np.frombuffer(self._pcm, "<i2", usable // 2).astype(np.float32) / 32768.0
+            self._pending.append(samples)
+            self._pending_converted += usable // 2
+            del self._pcm[:usable]
 
     def begin_finalize(self, padding_samples: int) -> None:
         """Pad silence so the last words get their right context, and mark the end of audio."""
-        self._odd_byte = b""
+        self._convert_pcm()
+        self._pcm.clear()  # a dangling odd byte is not a sample
         self.add_samples(np.zeros(padding_samples, dtype=np.float32))
         self.finalizing = True
 
@@ -96,10 +106,11 @@ class StreamState:
 
     def plan_features(self) -> np.ndarray | None:
         """The audio segment whose log-mel holds this stream's new frames (None: nothing new)."""
+        self._convert_pcm()
         if not self._pending:
             return None
         samples = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self.pending_samples = [], 0
+        self._pending, self._pending_converted = [], 0
         return self._mel.plan(samples, final=self.finalizing)
 
     def accept_features(self, segment_features: np.ndarray) -> None:
