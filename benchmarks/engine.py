@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from realtime import pcm16, real_time_lags, real_time_lags_in_processes  # benchmarks/
 
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import (
@@ -51,7 +52,6 @@ VARIANTS = {  # name -> AsrEngine options
     "graphs-nemo-layers": {"precision": "fp32", "cuda_graphs": True, "fast_layers": False},
     "graphs-bf16-nemo-layers": {"precision": "bf16", "cuda_graphs": True, "fast_layers": False},
 }
-PACKET_S = 0.02
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,10 +66,6 @@ def audio_source(full_size: bool) -> np.ndarray:
     import soundfile
 
     return np.concatenate([soundfile.read(p, dtype="float32")[0] for p in SPEECH])
-
-
-def pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1, 1 - 2**-15) * 32768).astype("<i2").tobytes()
 
 
 def stats(times: list[float]) -> dict[str, float]:
@@ -165,68 +161,27 @@ def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> lis
     return times
 
 
-def real_time_lags(
-    engine: AsrEngine, streams: int, audio: np.ndarray, seconds: float, settle: float
-) -> tuple[list[float], list[int]]:
-    """Lag of every chunk of `streams` real-time streams sending 20 ms packets at random phases,
-    counting chunks complete after `settle` seconds (all streams start at once, so their first,
-    eager steps coincide); also the batch size of every step after `settle`."""
-    packet = int(PACKET_S * 16000)
-    source = pcm16(audio)  # converted once: the simulation times the engine, not its client
-    phases = np.random.default_rng(streams).uniform(0, engine.chunk_ms / 1000, streams)
-    ids = [engine.open_stream() for _ in range(streams)]
-    sent = [0] * streams
-    ready_at: dict[int, float] = {}
-    lags: list[float] = []
-    batches: list[int] = []
-    start = time.perf_counter()
-    while (now := time.perf_counter() - start) < seconds + settle:
-        for n, stream in enumerate(ids):
-            due = int((now - phases[n]) / PACKET_S)
-            while sent[n] < due:
-                offset = ((n * 104729 + sent[n]) * packet) % (len(audio) - packet)
-                engine.feed(stream, source[2 * offset : 2 * (offset + packet)])
-                sent[n] += 1
-                if stream not in ready_at and engine.has_chunk(stream):
-                    ready_at[stream] = phases[n] + sent[n] * PACKET_S
-        if not ready_at:
-            time.sleep(0.0005)
-            continue
-        engine.step()
-        synchronize(engine.device)
-        done = time.perf_counter() - start
-        for stream in engine.last_step.stream_ids:
-            complete = ready_at.pop(stream)
-            if complete >= settle:
-                lags.append(float(1000 * (done - complete)))
-        if done >= settle:
-            batches.append(engine.last_step.batch_size)
-    for stream in ids:
-        engine.close(stream)
-    return lags, batches
-
-
 class PhaseTimer:
     """Wraps one engine's step phases with synchronised timers, to show where a step goes."""
 
     PHASES = ("features", "encoder", "decoder", "report")
 
+    METHODS = (("features", "_compute_features"), ("report", "_report_changes"))
+
     def __init__(self, engine: AsrEngine):
         self.totals = dict.fromkeys(self.PHASES, 0.0)
+        self._engine = engine
         self._device = engine.device
-        for phase, name in (
-            ("features", "_compute_features"),
-            ("report", "_report"),
-            ("encoder", "_encode_eager"),
-        ):
+        for phase, name in (*self.METHODS, ("encoder", "_encode_eager")):
             setattr(engine, name, self._timed(phase, getattr(engine, name)))
-        for phase, component in (("encoder", engine._graphed), ("decoder", engine._decoder)):
-            if component is not None:  # callables: time their class's __call__
-                component.__class__ = type(
-                    f"Timed{type(component).__name__}",
-                    (type(component),),
-                    {"__call__": self._timed(phase, type(component).__call__)},
-                )
+        self._components = [(engine._graphed, "encoder"), (engine._decoder, "decoder")]
+        self._components = [(c, phase) for c, phase in self._components if c is not None]
+        for component, phase in self._components:  # callables: time their class's __call__
+            component.__class__ = type(
+                f"Timed{type(component).__name__}",
+                (type(component),),
+                {"__call__": self._timed(phase, type(component).__call__)},
+            )
 
     def _timed(self, phase: str, function):
         def timed(*args, **kwargs):
@@ -243,6 +198,13 @@ class PhaseTimer:
         means = {phase: round(total / steps, 2) for phase, total in self.totals.items()}
         self.totals = dict.fromkeys(self.PHASES, 0.0)
         return means
+
+    def remove(self) -> None:
+        """Unwrap the engine: later measurements run without the timers' synchronisations."""
+        for _, name in (*self.METHODS, ("encoder", "_encode_eager")):
+            delattr(self._engine, name)
+        for component, _ in self._components:
+            component.__class__ = type(component).__bases__[0]
 
 
 def calibrate_blank_bias(
@@ -298,9 +260,17 @@ def build_model(args, work: Path):
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as work:
         model, model_name = build_model(args, Path(work))
+        args.model_file = Path(args.model or TINY_MODEL)
+        if max(args.processes) > 1 and args.full_size:  # engine processes load the same weights
+            args.model_file = Path(work) / "benchmark.nemo"
+            model.save_to(str(args.model_file))
+        return measure(args, model, model_name)
+
+
+def measure(args, model, model_name: str) -> dict:
+    device = torch.device(args.device)
     pristine = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
     audio = audio_source(args.full_size)
     utterances = [audio[n * 48000 : n * 48000 + 40000 + 4000 * n] for n in range(args.utterances)]
@@ -376,6 +346,8 @@ def run_variant(
         if phases is not None:
             row["phases_ms"] = phases.take(args.steps)
         print_step(row)
+    if phases is not None:
+        phases.remove()
     summary["finalize_b1"] = stats(time_finalize(engine, audio))
     summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
     if variant == "eager":  # NeMo's own whole-utterance decoding is the reference of references
@@ -385,27 +357,47 @@ def run_variant(
     if reference is not None:
         summary["agreement_with_eager_fp32"] = agreement(reference, summary["tokens"])
     summary["real_time"] = []
-    for streams in args.realtime:
-        reset_memory(device)
-        lags, batches = real_time_lags(
-            engine, streams, audio, args.realtime_seconds, args.realtime_settle
-        )
-        summary["real_time"].append(
-            {
-                "streams": streams,
-                "chunks": len(lags),
-                "steps_per_s": round(len(batches) / args.realtime_seconds, 1),
-                "batch_p50": int(np.median(batches)) if batches else 0,
-                **stats(lags or [float("inf")]),
-                "real_time": bool(lags) and stats(lags)["p99_ms"] <= engine.chunk_ms,
-                "peak_gpu_gb": peak_memory_gb(device),
-            }
-        )
-    printable = {k: v for k, v in summary.items() if k != "tokens"}
-    print(f"{variant} R={right_context}: " + json.dumps(printable), flush=True)
+    if 1 in args.processes:
+        for streams in args.realtime:
+            reset_memory(device)
+            lags, batches = real_time_lags(
+                engine, streams, audio, args.realtime_seconds, args.realtime_settle
+            )
+            row = real_time_row(args, streams, 1, lags, batches, engine.chunk_ms)
+            summary["real_time"].append({**row, "peak_gpu_gb": peak_memory_gb(device)})
+    chunk_ms = engine.chunk_ms
     del engine
     gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    for processes in (p for p in args.processes if p > 1):
+        for streams in args.realtime:
+            lags, batches, peak = real_time_lags_in_processes(
+                args.model_file,
+                {"device": args.device, "right_context": right_context, **VARIANTS[variant]},
+                processes,
+                streams,
+                audio,
+                args.realtime_seconds,
+                args.realtime_settle,
+            )
+            row = real_time_row(args, streams, processes, lags, batches, chunk_ms)
+            summary["real_time"].append({**row, "peak_gpu_gb": peak})
+    printable = {k: v for k, v in summary.items() if k != "tokens"}
+    print(f"{variant} R={right_context}: " + json.dumps(printable), flush=True)
     return summary
+
+
+def real_time_row(args, streams, processes, lags, batches, chunk_ms) -> dict:
+    return {
+        "streams": streams,
+        "processes": processes,
+        "chunks": len(lags),
+        "steps_per_s": round(len(batches) / args.realtime_seconds, 1),
+        "batch_p50": int(np.median(batches)) if batches else 0,
+        **stats(lags or [float("inf")]),
+        "real_time": bool(lags) and stats(lags)["p99_ms"] <= chunk_ms,
+    }
 
 
 def record_step(result, device, variant, right_context, batch, chunk_ms, times) -> dict:
@@ -475,6 +467,12 @@ def main() -> None:
         help="stream counts for the real-time simulation",
     )
     parser.add_argument("--realtime-seconds", type=float, default=3.0, help="measured part")
+    parser.add_argument(
+        "--processes",
+        type=int_list,
+        default=[1],
+        help="run the real-time simulation in each of these numbers of engine processes",
+    )
     parser.add_argument(
         "--realtime-settle", type=float, default=1.0, help="seconds run before measuring"
     )

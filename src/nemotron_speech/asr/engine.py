@@ -235,8 +235,7 @@ class AsrEngine:
         for group in (first, later):
             if group:
                 self._run(group)
-        for stream in ready:
-            results.extend(self._report(stream))
+        results.extend(self._report_changes(ready))
         self.last_step = StepInfo(
             len(ready),
             int(bool(first)) + int(bool(later)),
@@ -296,17 +295,19 @@ class AsrEngine:
         self._slots.scatter(ENCODER_CACHES, slots, (channel, time_cache, channel_len))
         return encoded, encoded_len
 
-    def _report(self, stream: StreamState) -> list[Transcript]:
-        if stream.needs_final():
-            return [self._complete(stream)]
-        if len(stream.token_ids) == stream.reported_tokens:
-            return []
-        stream.reported_tokens = len(stream.token_ids)
-        text = self._decoder.text(stream.token_ids)
-        if text == stream.reported_text:
-            return []
-        stream.reported_text = text
-        return [Transcript(stream.stream_id, text, is_final=False)]
+    def _report_changes(self, streams: list[StreamState]) -> list[Transcript]:
+        """Finals of finished streams, and interims whose text changed."""
+        results = []
+        for stream in streams:
+            if stream.needs_final():
+                results.append(self._complete(stream))
+            elif len(stream.token_ids) != stream.reported_tokens:
+                stream.reported_tokens = len(stream.token_ids)
+                text = self._decoder.text(stream.token_ids)
+                if text != stream.reported_text:
+                    stream.reported_text = text
+                    results.append(Transcript(stream.stream_id, text, is_final=False))
+        return results
 
     def _complete(self, stream: StreamState) -> Transcript:
         """Deliver the utterance's final text and start the stream over."""
