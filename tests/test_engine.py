@@ -155,6 +155,17 @@ def test_stream_errors_are_clear(engine):
         engine.close(stream)
 
 
+def test_engine_options_are_checked(engine):
+    with pytest.raises(
+        AsrError, match=r"precision must be one of \['bf16', 'fp16', 'fp32'\], got 'fp8'"
+    ):
+        AsrEngine(engine.model, precision="fp8")
+    with pytest.raises(AsrError, match="cuda_graphs=True needs the model on a CUDA device"):
+        AsrEngine(engine.model, cuda_graphs=True)
+    with pytest.raises(AsrError, match="max_graph_batch must be at least 1, got 0"):
+        AsrEngine(engine.model, max_graph_batch=0)
+
+
 def test_empty_stream_finalizes_to_empty_text(engine):
     stream = engine.open_stream()
     final = engine.finalize(stream)

@@ -85,6 +85,8 @@ class AsrEngine:
             cuda_graphs = self.device.type == "cuda"
         if cuda_graphs and self.device.type != "cuda":
             raise AsrError("cuda_graphs=True needs the model on a CUDA device")
+        if max_graph_batch < 1:
+            raise AsrError(f"max_graph_batch must be at least 1, got {max_graph_batch}")
         self.geometry = select_right_context(model, right_context)
         self.max_buffered_samples = int(max_buffered_seconds * SAMPLE_RATE)
         self.precision = precision

@@ -1,10 +1,14 @@
 """CUDA-graph replay of the encoder's streaming step at fixed batch-size buckets.
 
 A stock eager step at batch 1 is almost all kernel-launch and Python overhead; replaying a captured
-graph removes it. Graphs need fixed shapes, so each bucket (1, 2, 4, ... streams) is captured once,
-on first use, with static input and cache tensors; a batch is padded up to its bucket. Only later
-steps (`pre_encode_cache + chunk` frames, fixed drop) are graphed: a stream's first step has
-another shape and runs eagerly, once per utterance.
+graph removes it. Graphs need fixed shapes, so each bucket (1, 2, 4, ... streams) is captured once
+and a batch is padded up to its bucket. Only later steps (`pre_encode_cache + chunk` frames, fixed
+drop) are graphed: a stream's first step has another shape and runs eagerly, once per utterance.
+
+Every bucket's graph reads its inputs from, and writes its next caches back into, the leading
+rows of one set of static tensors sized for the largest bucket: a batch's caches are gathered
+from slot storage straight into them and scattered back from them, and no bucket holds cache
+buffers of its own (they would add up to twice the largest batch's caches).
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore
 
 
 @dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
+class _Static:
+    """Graph inputs for `max_bucket` rows; the encoder's next caches are written back in place.
+    Rows past a batch hold stale values: rows are independent, and their outputs are dropped."""
+
     signal: torch.Tensor
     lengths: torch.Tensor
-    channel: torch.Tensor
-    time: torch.Tensor
-    channel_len: torch.Tensor
-    outputs: tuple[torch.Tensor, ...]
+    caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # channel, time, channel_len
+
+    def rows(self, count: int):
+        """Views of the first `count` rows: (signal, lengths, caches)."""
+        channel, time, channel_len = self.caches
+        caches = (channel[:, :count], time[:, :count], channel_len[:count])
+        return self.signal[:count], self.lengths[:count], caches
 
 
 class GraphedEncoderStep:
@@ -41,11 +50,20 @@ class GraphedEncoderStep:
     ):
         self._encoder = encoder
         self._slots = slots
-        self._features = features
         self.frames = frames
         self._drop = drop
         self._buckets = [1 << n for n in range(max_bucket.bit_length()) if 1 << n <= max_bucket]
-        self._captured: dict[int, _Captured] = {}
+        dtype = next(encoder.parameters()).dtype
+        device = next(encoder.parameters()).device
+        caches = encoder.get_initial_cache_state(
+            batch_size=self.max_batch, dtype=dtype, device=device
+        )
+        self._static = _Static(
+            signal=torch.zeros(self.max_batch, features, frames, dtype=dtype, device=device),
+            lengths=torch.full((self.max_batch,), frames, dtype=torch.long, device=device),
+            caches=tuple(caches),
+        )
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
     @property
@@ -57,57 +75,48 @@ class GraphedEncoderStep:
         caches in place and return (encoded, encoded_len) for the B real rows."""
         batch, _, frames = signal.shape
         bucket = next(size for size in self._buckets if size >= batch)
-        captured = self._captured.get(bucket) or self._capture(bucket)
-        captured.signal[:batch, :, :frames].copy_(signal)
+        graph, (encoded, encoded_len) = self._graphs.get(bucket) or self._capture(bucket)
+        static_signal, static_lengths, caches = self._static.rows(batch)
+        static_signal[:, :, :frames].copy_(signal)
         if frames < self.frames:
-            captured.signal[:batch, :, frames:].zero_()
-        captured.lengths[:batch].copy_(lengths)
-        channel, time, channel_len = self._slots.gather(ENCODER_CACHES, slots)
-        captured.channel[:, :batch].copy_(channel)
-        captured.time[:, :batch].copy_(time)
-        captured.channel_len[:batch].copy_(channel_len)
-        captured.graph.replay()
-        encoded, encoded_len, next_channel, next_time, next_len = captured.outputs
-        self._slots.scatter(
-            ENCODER_CACHES, slots, (next_channel[:, :batch], next_time[:, :batch], next_len[:batch])
-        )
+            static_signal[:, :, frames:].zero_()
+        static_lengths.copy_(lengths)
+        self._slots.gather(ENCODER_CACHES, slots, out=caches)
+        graph.replay()
+        self._slots.scatter(ENCODER_CACHES, slots, caches)
         return encoded[:batch], encoded_len[:batch]
 
     def capture_all(self) -> None:
         """Capture every bucket now (a capture takes a few steps' time)."""
         for bucket in self._buckets:
-            if bucket not in self._captured:
+            if bucket not in self._graphs:
                 self._capture(bucket)
 
-    def _capture(self, bucket: int) -> _Captured:
-        dtype = next(self._encoder.parameters()).dtype
-        device = next(self._encoder.parameters()).device
-        channel, time, channel_len = self._encoder.get_initial_cache_state(
-            batch_size=bucket, dtype=dtype, device=device
-        )
-        signal = torch.zeros(bucket, self._features, self.frames, dtype=dtype, device=device)
-        lengths = torch.full((bucket,), self.frames, dtype=torch.long, device=device)
+    def _capture(self, bucket: int):
+        signal, lengths, caches = self._static.rows(bucket)
 
         def step():
-            return self._encoder.cache_aware_stream_step(
+            encoded, encoded_len, *next_caches = self._encoder.cache_aware_stream_step(
                 processed_signal=signal,
                 processed_signal_length=lengths,
-                cache_last_channel=channel,
-                cache_last_time=time,
-                cache_last_channel_len=channel_len,
+                cache_last_channel=caches[0],
+                cache_last_time=caches[1],
+                cache_last_channel_len=caches[2],
                 keep_all_outputs=False,
                 drop_extra_pre_encoded=self._drop,
             )
+            for cache, next_cache in zip(caches, next_caches, strict=True):
+                cache.copy_(next_cache)  # after every layer has read the old caches
+            return encoded, encoded_len
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
+        side = torch.cuda.Stream(signal.device)
+        side.wait_stream(torch.cuda.current_stream(signal.device))
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(2):  # lazy buffers (positional encodings, workspaces) before capture
                 step()
-        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.current_stream(signal.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool), torch.inference_mode():
             outputs = step()
-        captured = _Captured(graph, signal, lengths, channel, time, channel_len, tuple(outputs))
-        self._captured[bucket] = captured
-        return captured
+        self._graphs[bucket] = (graph, outputs)
+        return self._graphs[bucket]

@@ -53,8 +53,14 @@ class SlotStore:
         for field in self._fields.values():
             field.tensor.narrow(field.dim, slot, 1).copy_(field.fresh)
 
-    def gather(self, names: tuple[str, ...], slots: torch.Tensor) -> list[torch.Tensor]:
-        return [self._fields[n].tensor.index_select(self._fields[n].dim, slots) for n in names]
+    def gather(self, names: tuple[str, ...], slots: torch.Tensor, out=None) -> list[torch.Tensor]:
+        """The `slots`' state of each field, into new tensors or into `out` (one per name)."""
+        fields = [self._fields[name] for name in names]
+        if out is None:
+            return [field.tensor.index_select(field.dim, slots) for field in fields]
+        for field, target in zip(fields, out, strict=True):
+            torch.index_select(field.tensor, field.dim, slots, out=target)
+        return list(out)
 
     def scatter(self, names: tuple[str, ...], slots: torch.Tensor, values) -> None:
         for name, value in zip(names, values, strict=True):

@@ -139,6 +139,8 @@ class AsrServer:
             max_buffered_seconds=config.max_buffered_seconds,
             precision=config.precision,
             cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
+            # a batch never exceeds the streams admitted: larger buckets would only hold memory
+            max_graph_batch=min(1024, 1 << (config.max_streams - 1).bit_length()),
         )
         engine.warmup()
         return engine
