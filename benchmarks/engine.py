@@ -174,8 +174,8 @@ class PhaseTimer:
         self._device = engine.device
         for phase, name in (*self.METHODS, ("encoder", "_encode_eager")):
             setattr(engine, name, self._timed(phase, getattr(engine, name)))
-        self._components = [(engine._graphed, "encoder"), (engine._decoder, "decoder")]
-        self._components = [(c, phase) for c, phase in self._components if c is not None]
+        graphed = [(component, "encoder") for component in engine._graphed.values()]
+        self._components = [*graphed, (engine._decoder, "decoder")]
         for component, phase in self._components:  # callables: time their class's __call__
             component.__class__ = type(
                 f"Timed{type(component).__name__}",

@@ -96,22 +96,31 @@ class AsrEngine:
         self._slots = SlotStore(self.device)
         add_encoder_caches(self._slots, model.encoder)
         self._decoder = SlotGreedyDecoder(model, self._slots)
-        self._graphed = self._graphed_step(max_graph_batch) if cuda_graphs else None
+        self._graphed = self._graphed_steps(max_graph_batch) if cuda_graphs else {}
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
         self.last_step = StepInfo(0, 0, 0.0)
 
-    def _graphed_step(self, max_batch: int):
+    def _graphed_steps(self, max_batch: int) -> dict:
+        """CUDA-graph encoder steps for later chunks and for first chunks (keyed by `is_first`)."""
         from nemotron_speech.asr.graphs import GraphedEncoderStep
 
-        return GraphedEncoderStep(
-            self.model.encoder,
-            self._slots,
-            features=int(self.model.cfg.preprocessor.features),
-            frames=self.geometry.pre_encode_cache + self.geometry.chunk,
-            drop=self.geometry.drop_extra_pre_encoded,
-            max_bucket=max_batch,
+        geometry = self.geometry
+        shared = {
+            "encoder": self.model.encoder,
+            "slots": self._slots,
+            "features": int(self.model.cfg.preprocessor.features),
+            "max_bucket": max_batch,
+        }
+        later = GraphedEncoderStep(
+            frames=geometry.pre_encode_cache + geometry.chunk,
+            drop=geometry.drop_extra_pre_encoded,
+            **shared,
         )
+        first = GraphedEncoderStep(
+            frames=geometry.first_chunk, drop=0, caches=later.caches, **shared
+        )
+        return {False: later, True: first}
 
     @classmethod
     def load(
@@ -269,12 +278,9 @@ class AsrEngine:
         lengths = torch.tensor([c.shape[1] for c in chunks], device=self.device)
         slots = torch.tensor([stream.slot for stream in streams], device=self.device)
         drop = group[0][1].drop_extra_pre_encoded
-        if (
-            self._graphed is not None
-            and not group[0][1].is_first
-            and (len(streams) <= self._graphed.max_batch)
-        ):
-            encoded, encoded_len = self._graphed(signal, lengths, slots)
+        graphed = self._graphed.get(group[0][1].is_first)
+        if graphed is not None and len(streams) <= graphed.max_batch:
+            encoded, encoded_len = graphed(signal, lengths, slots)
         else:
             encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
         new_tokens = self._decoder(encoded.float(), encoded_len, slots)
@@ -354,7 +360,7 @@ class AsrEngine:
         costs, and capture every CUDA-graph bucket."""
         samples = 0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
         self.transcribe(samples)
-        if self._graphed is not None:  # capturing mid-stream would stall every stream
-            with torch.inference_mode():
-                self._graphed.capture_all()
+        with torch.inference_mode():  # capturing mid-stream would stall every stream
+            for graphed in self._graphed.values():
+                graphed.capture_all()
         log.debug("warm-up done on %s", self.device)

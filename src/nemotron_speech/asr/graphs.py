@@ -2,13 +2,14 @@
 
 A stock eager step at batch 1 is almost all kernel-launch and Python overhead; replaying a captured
 graph removes it. Graphs need fixed shapes, so each bucket (1, 2, 4, ... streams) is captured once
-and a batch is padded up to its bucket. Only later steps (`pre_encode_cache + chunk` frames, fixed
-drop) are graphed: a stream's first step has another shape and runs eagerly, once per utterance.
+and a batch is padded up to its bucket. Later steps (`pre_encode_cache + chunk` frames, fixed
+drop) and first steps (`first_chunk` frames, no drop) get one instance each.
 
 Every bucket's graph reads its inputs from, and writes its next caches back into, the leading
-rows of one set of static tensors sized for the largest bucket: a batch's caches are gathered
-from slot storage straight into them and scattered back from them, and no bucket holds cache
-buffers of its own (they would add up to twice the largest batch's caches).
+rows of one set of static tensors sized for the largest bucket (the cache tensors are shared by
+both instances): a batch's caches are gathered from slot storage straight into them and
+scattered back from them, and no bucket holds cache buffers of its own (they would add up to
+twice the largest batch's caches).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class GraphedEncoderStep:
         frames: int,
         drop: int,
         max_bucket: int = 1024,
+        caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ):
+        """`caches`: another instance's static caches (same `max_bucket`) to share."""
         self._encoder = encoder
         self._slots = slots
         self.frames = frames
@@ -55,9 +58,10 @@ class GraphedEncoderStep:
         self._buckets = [1 << n for n in range(max_bucket.bit_length()) if 1 << n <= max_bucket]
         dtype = next(encoder.parameters()).dtype
         device = next(encoder.parameters()).device
-        caches = encoder.get_initial_cache_state(
-            batch_size=self.max_batch, dtype=dtype, device=device
-        )
+        if caches is None:
+            caches = encoder.get_initial_cache_state(
+                batch_size=self.max_batch, dtype=dtype, device=device
+            )
         self._static = _Static(
             signal=torch.zeros(self.max_batch, features, frames, dtype=dtype, device=device),
             lengths=torch.full((self.max_batch,), frames, dtype=torch.long, device=device),
@@ -69,6 +73,10 @@ class GraphedEncoderStep:
     @property
     def max_batch(self) -> int:
         return self._buckets[-1]
+
+    @property
+    def caches(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._static.caches
 
     def __call__(self, signal: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor):
         """Run `signal` [B, features, <= frames] for the streams in cache `slots`; update their
