@@ -24,17 +24,17 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from realtime import pcm16, real_time_lags, real_time_lags_in_processes  # benchmarks/
+from random_weights import SPEECH_TOKENS_PER_FRAME, calibrated_full_size, noise  # benchmarks/
+from realtime import real_time_lags, real_time_lags_in_processes  # benchmarks/
+from timing import PhaseTimer, stats, time_finalize, time_steps, time_stock  # benchmarks/
 
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import (
-    configure_decoding,
     load_nemo_model,
     select_right_context,
 )
@@ -54,181 +54,13 @@ VARIANTS = {  # name -> AsrEngine options
 }
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def audio_source(full_size: bool) -> np.ndarray:
     """Test speech for a trained model; quiet noise for random weights (same compute)."""
     if full_size or not SPEECH:
-        return (np.random.default_rng(0).standard_normal(16000 * 120) * 0.05).astype(np.float32)
+        return noise()
     import soundfile
 
     return np.concatenate([soundfile.read(p, dtype="float32")[0] for p in SPEECH])
-
-
-def stats(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p99_ms": round(p99, 2),
-        "max_ms": round(max(times), 2),
-    }
-
-
-def time_steps(
-    engine: AsrEngine,
-    batch: int,
-    audio: np.ndarray,
-    steps: int,
-    warm: int,
-    phases: PhaseTimer | None = None,
-):
-    """Step times with `batch` streams that each get one chunk of new audio per step."""
-    chunk = engine.geometry.chunk * engine.geometry.hop_samples
-    span = len(audio) - chunk * (steps + warm + 3)
-    offsets = [(n * 7919 * chunk) % span for n in range(batch)]
-    streams = [engine.open_stream() for _ in range(batch)]
-    times = []
-    for index in range(warm + steps + 1):
-        extra = 320 if index == 0 else 0  # the first step takes a longer chunk
-        for n, stream in enumerate(streams):
-            engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk + extra]))
-            offsets[n] += chunk + extra
-        synchronize(engine.device)
-        started = time.perf_counter()
-        if phases is not None and index == warm + 1:
-            phases.take(1)
-        engine.step()
-        synchronize(engine.device)
-        if index > warm:
-            times.append(1000 * (time.perf_counter() - started))
-    for stream in streams:
-        engine.close(stream)
-    return times
-
-
-def time_stock(model, batch: int, geometry, steps: int, warm: int):
-    """NeMo's own loop: batch caches, later-step chunks of log-mel, hypotheses carried along."""
-    device = next(model.parameters()).device
-    frames = geometry.pre_encode_cache + geometry.chunk
-    generator = torch.Generator().manual_seed(0)
-    channel, time_cache, channel_len = model.encoder.get_initial_cache_state(
-        batch_size=batch, device=device
-    )
-    hypotheses = None
-    lengths = torch.full((batch,), frames, device=device)
-    times = []
-    for index in range(warm + steps):
-        signal = torch.randn(batch, model.cfg.preprocessor.features, frames, generator=generator)
-        signal = signal.to(device)
-        synchronize(device)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            outputs = model.conformer_stream_step(
-                processed_signal=signal,
-                processed_signal_length=lengths,
-                cache_last_channel=channel,
-                cache_last_time=time_cache,
-                cache_last_channel_len=channel_len,
-                keep_all_outputs=False,
-                previous_hypotheses=hypotheses,
-                drop_extra_pre_encoded=geometry.drop_extra_pre_encoded,
-            )
-        synchronize(device)
-        _, _, channel, time_cache, channel_len, hypotheses = outputs
-        if index >= warm:
-            times.append(1000 * (time.perf_counter() - started))
-    return times
-
-
-def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> list[float]:
-    """Batch-1 hard finalize after 2 s of audio: padding, last steps, final text."""
-    times = []
-    for n in range(repeats):
-        stream = engine.open_stream()
-        engine.feed(stream, pcm16(audio[n * 32000 : (n + 1) * 32000]))
-        while engine.has_work():
-            engine.step()
-        synchronize(engine.device)
-        started = time.perf_counter()
-        engine.finalize(stream)
-        synchronize(engine.device)
-        times.append(1000 * (time.perf_counter() - started))
-        engine.close(stream)
-    return times
-
-
-class PhaseTimer:
-    """Wraps one engine's step phases with synchronised timers, to show where a step goes."""
-
-    PHASES = ("features", "encoder", "decoder", "report")
-
-    METHODS = (("features", "_compute_features"), ("report", "_report_changes"))
-
-    def __init__(self, engine: AsrEngine):
-        self.totals = dict.fromkeys(self.PHASES, 0.0)
-        self._engine = engine
-        self._device = engine.device
-        for phase, name in (*self.METHODS, ("encoder", "_encode_eager")):
-            setattr(engine, name, self._timed(phase, getattr(engine, name)))
-        graphed = [(component, "encoder") for component in engine._graphed.values()]
-        self._components = [*graphed, (engine._decoder, "decoder")]
-        for component, phase in self._components:  # callables: time their class's __call__
-            component.__class__ = type(
-                f"Timed{type(component).__name__}",
-                (type(component),),
-                {"__call__": self._timed(phase, type(component).__call__)},
-            )
-
-    def _timed(self, phase: str, function):
-        def timed(*args, **kwargs):
-            synchronize(self._device)
-            started = time.perf_counter()
-            result = function(*args, **kwargs)
-            synchronize(self._device)
-            self.totals[phase] += 1000 * (time.perf_counter() - started)
-            return result
-
-        return timed
-
-    def take(self, steps: int) -> dict[str, float]:
-        means = {phase: round(total / steps, 2) for phase, total in self.totals.items()}
-        self.totals = dict.fromkeys(self.PHASES, 0.0)
-        return means
-
-    def remove(self) -> None:
-        """Unwrap the engine: later measurements run without the timers' synchronisations."""
-        for _, name in (*self.METHODS, ("encoder", "_encode_eager")):
-            delattr(self._engine, name)
-        for component, _ in self._components:
-            component.__class__ = type(component).__bases__[0]
-
-
-def calibrate_blank_bias(
-    model, right_context: int, audio: np.ndarray, tokens_per_frame: float
-) -> float:
-    """Raise the joint's blank logit until random weights emit about `tokens_per_frame` (speech
-    emits ~0.3 tokens per 80 ms frame) when streamed; unbiased random weights emit up to
-    max_symbols per frame, which makes decoding far costlier than with a trained model. Measured
-    on the streaming path itself: random weights emit very differently offline."""
-    engine = AsrEngine(model, right_context=right_context, cuda_graphs=False, fast_layers=True)
-    output = model.joint.joint_net[-1]
-    frames = len(audio) // 1280
-    low, high = 0.0, 64.0
-    for _ in range(10):
-        bias = (low + high) / 2
-        with torch.no_grad():
-            output.bias[-1] += bias
-        rate = len(engine.transcribe(audio).token_ids) / frames
-        with torch.no_grad():
-            output.bias[-1] -= bias
-        low, high = (bias, high) if rate > tokens_per_frame else (low, bias)
-    with torch.no_grad():
-        output.bias[-1] += (low + high) / 2
-    return round((low + high) / 2, 3)
 
 
 def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -> dict:
@@ -242,17 +74,13 @@ def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -
 
 def build_model(args, work: Path):
     if args.full_size:
-        from nemotron_speech.testing.make_model import build_full_size
-
-        model = build_full_size(work).eval()
-        configure_decoding(model, args.cuda_graph_decoder)
-        model = model.to(torch.device(args.device))
-        select_right_context(model, args.right_contexts[0])  # emission depends on the context
-        audio = audio_source(True)[: 16000 * 8]
-        bias = calibrate_blank_bias(model, args.right_contexts[0], audio, args.tokens_per_frame)
-        name = f"full-size architecture, random weights, blank bias {bias} for"
-        context = f"at R={args.right_contexts[0]}"
-        return model, f"{name} ~{args.tokens_per_frame} tokens per 80 ms frame {context}"
+        return calibrated_full_size(
+            work,
+            args.device,
+            args.right_contexts[0],
+            args.tokens_per_frame,
+            args.cuda_graph_decoder,
+        )
     path = Path(args.model or TINY_MODEL)
     model = load_nemo_model(path, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder)
     return model, path.name
@@ -484,7 +312,7 @@ def main() -> None:
     parser.add_argument(
         "--tokens-per-frame",
         type=float,
-        default=0.3,
+        default=SPEECH_TOKENS_PER_FRAME,
         help="emission rate random weights are calibrated to",
     )
     parser.add_argument(

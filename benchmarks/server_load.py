@@ -255,22 +255,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max": round(1000 * values[-1], 1), "n": len(values)}  # fmt: skip
 
 
-def full_size_model(work: Path, device: str, right_context: int) -> tuple[Path, float]:
-    """Save the production-size architecture (random weights: same compute) as a .nemo, with
-    the blank bias that makes it emit like speech when streamed (see benchmarks/engine.py)."""
-    from engine import audio_source, calibrate_blank_bias  # benchmarks/engine.py
+def full_size_model(work: Path, device: str, right_context: int) -> tuple[Path, str]:
+    """Save the production-size architecture (random weights: same compute, calibrated to emit
+    like speech) as a .nemo; also its description."""
+    from random_weights import calibrated_full_size  # benchmarks/
 
-    from nemotron_speech.asr.model import configure_decoding, select_right_context
-    from nemotron_speech.testing.make_model import build_full_size
-
-    model = build_full_size(work).eval()
-    configure_decoding(model, False)
-    model = model.to(device)
-    select_right_context(model, right_context)
-    bias = calibrate_blank_bias(model, right_context, audio_source(True)[: 16000 * 8], 0.3)
+    model, description = calibrated_full_size(work, device, right_context)
     path = work / "full-size.nemo"
     model.save_to(str(path))
-    return path, bias
+    return path, description
 
 
 def cpu_model() -> str:
@@ -323,7 +316,7 @@ def main() -> None:
 
     work = tempfile.TemporaryDirectory()
     if args.full_size:
-        args.model, args.blank_bias = full_size_model(
+        args.model, args.model_description = full_size_model(
             Path(work.name), args.device, args.right_context
         )
     process, url = (None, args.url) if args.url else start_server(args)
@@ -352,10 +345,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "device": args.device,
-        "model": f"full-size architecture, random weights, blank bias {args.blank_bias} for ~0.3 "
-        "tokens per 80 ms frame"
-        if args.full_size
-        else os.path.relpath(args.model, ROOT),
+        "model": args.model_description if args.full_size else os.path.relpath(args.model, ROOT),
         "right_context": args.right_context,
         "batch_wait_ms": args.batch_wait_ms,
         "precision": args.precision,

@@ -1,0 +1,157 @@
+"""Timing helpers of the engine benchmark: step times (ours and stock NeMo's), finalize
+latency, and per-phase timers around a step."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from realtime import pcm16  # benchmarks/
+
+from nemotron_speech.asr import AsrEngine
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stats(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p99_ms": round(p99, 2),
+        "max_ms": round(max(times), 2),
+    }
+
+
+def time_steps(
+    engine: AsrEngine,
+    batch: int,
+    audio: np.ndarray,
+    steps: int,
+    warm: int,
+    phases: PhaseTimer | None = None,
+):
+    """Step times with `batch` streams that each get one chunk of new audio per step."""
+    chunk = engine.geometry.chunk * engine.geometry.hop_samples
+    span = len(audio) - chunk * (steps + warm + 3)
+    offsets = [(n * 7919 * chunk) % span for n in range(batch)]
+    streams = [engine.open_stream() for _ in range(batch)]
+    times = []
+    for index in range(warm + steps + 1):
+        extra = 320 if index == 0 else 0  # the first step takes a longer chunk
+        for n, stream in enumerate(streams):
+            engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk + extra]))
+            offsets[n] += chunk + extra
+        synchronize(engine.device)
+        started = time.perf_counter()
+        if phases is not None and index == warm + 1:
+            phases.take(1)
+        engine.step()
+        synchronize(engine.device)
+        if index > warm:
+            times.append(1000 * (time.perf_counter() - started))
+    for stream in streams:
+        engine.close(stream)
+    return times
+
+
+def time_stock(model, batch: int, geometry, steps: int, warm: int):
+    """NeMo's own loop: batch caches, later-step chunks of log-mel, hypotheses carried along."""
+    device = next(model.parameters()).device
+    frames = geometry.pre_encode_cache + geometry.chunk
+    generator = torch.Generator().manual_seed(0)
+    channel, time_cache, channel_len = model.encoder.get_initial_cache_state(
+        batch_size=batch, device=device
+    )
+    hypotheses = None
+    lengths = torch.full((batch,), frames, device=device)
+    times = []
+    for index in range(warm + steps):
+        signal = torch.randn(batch, model.cfg.preprocessor.features, frames, generator=generator)
+        signal = signal.to(device)
+        synchronize(device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            outputs = model.conformer_stream_step(
+                processed_signal=signal,
+                processed_signal_length=lengths,
+                cache_last_channel=channel,
+                cache_last_time=time_cache,
+                cache_last_channel_len=channel_len,
+                keep_all_outputs=False,
+                previous_hypotheses=hypotheses,
+                drop_extra_pre_encoded=geometry.drop_extra_pre_encoded,
+            )
+        synchronize(device)
+        _, _, channel, time_cache, channel_len, hypotheses = outputs
+        if index >= warm:
+            times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
+def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> list[float]:
+    """Batch-1 hard finalize after 2 s of audio: padding, last steps, final text."""
+    times = []
+    for n in range(repeats):
+        stream = engine.open_stream()
+        engine.feed(stream, pcm16(audio[n * 32000 : (n + 1) * 32000]))
+        while engine.has_work():
+            engine.step()
+        synchronize(engine.device)
+        started = time.perf_counter()
+        engine.finalize(stream)
+        synchronize(engine.device)
+        times.append(1000 * (time.perf_counter() - started))
+        engine.close(stream)
+    return times
+
+
+class PhaseTimer:
+    """Wraps one engine's step phases with synchronised timers, to show where a step goes."""
+
+    PHASES = ("features", "encoder", "decoder", "report")
+
+    METHODS = (("features", "_compute_features"), ("report", "_report_changes"))
+
+    def __init__(self, engine: AsrEngine):
+        self.totals = dict.fromkeys(self.PHASES, 0.0)
+        self._engine = engine
+        self._device = engine.device
+        for phase, name in (*self.METHODS, ("encoder", "_encode_eager")):
+            setattr(engine, name, self._timed(phase, getattr(engine, name)))
+        graphed = [(component, "encoder") for component in engine._graphed.values()]
+        self._components = [*graphed, (engine._decoder, "decoder")]
+        for component, phase in self._components:  # callables: time their class's __call__
+            component.__class__ = type(
+                f"Timed{type(component).__name__}",
+                (type(component),),
+                {"__call__": self._timed(phase, type(component).__call__)},
+            )
+
+    def _timed(self, phase: str, function):
+        def timed(*args, **kwargs):
+            synchronize(self._device)
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            synchronize(self._device)
+            self.totals[phase] += 1000 * (time.perf_counter() - started)
+            return result
+
+        return timed
+
+    def take(self, steps: int) -> dict[str, float]:
+        means = {phase: round(total / steps, 2) for phase, total in self.totals.items()}
+        self.totals = dict.fromkeys(self.PHASES, 0.0)
+        return means
+
+    def remove(self) -> None:
+        """Unwrap the engine: later measurements run without the timers' synchronisations."""
+        for _, name in (*self.METHODS, ("encoder", "_encode_eager")):
+            delattr(self._engine, name)
+        for component, _ in self._components:
+            component.__class__ = type(component).__bases__[0]
