@@ -60,11 +60,12 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 class AsrEngine:
     """Streaming ASR over one cache-aware FastConformer-RNNT model.
 
-    `precision` casts the encoder (decoder and joint stay fp32); `cuda_graphs` replays later
-    steps from CUDA graphs (default: on when the model is on a GPU); `fast_layers` runs the
+    `precision` casts the encoder (decoder and joint stay fp32); `cuda_graphs` replays first and
+    later steps from CUDA graphs (default: on when the model is on a GPU); `fast_layers` runs the
     encoder's attention and convolution through `fast_layers`' streaming versions (same function,
-    other kernels; default: with `cuda_graphs`). With all three off the engine runs exactly NeMo's
-    `conformer_stream_step` computation, the exactness reference.
+    other kernels; default: with `cuda_graphs`). In fp32 without graphs and fast layers the engine
+    runs exactly NeMo's `conformer_stream_step` computation, the exactness reference. The engine
+    owns its model: it casts and swaps the encoder's modules in place.
     """
 
     def __init__(

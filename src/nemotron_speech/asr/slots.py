@@ -8,6 +8,7 @@ fixed storage that CUDA graphs can address.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,9 @@ class SlotStore:
         for field in self._fields.values():
             field.tensor.narrow(field.dim, slot, 1).copy_(field.fresh)
 
-    def gather(self, names: tuple[str, ...], slots: torch.Tensor, out=None) -> list[torch.Tensor]:
+    def gather(
+        self, names: tuple[str, ...], slots: torch.Tensor, out: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
         """The `slots`' state of each field, into new tensors or into `out` (one per name)."""
         fields = [self._fields[name] for name in names]
         if out is None:
