@@ -169,7 +169,10 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
 
             logger.info(f"{self} loading {self._model_path} on {self._device}")
             self._engine = AsrEngine.load(
-                self._model_path, right_context=self._right_context, device=self._device
+                self._model_path,
+                right_context=self._right_context,
+                device=self._device,
+                max_graph_batch=1,  # one stream per service: bigger graph buckets only hold memory
             )
             self._engine.warmup()
         return self._engine.open_stream()
