@@ -5,8 +5,8 @@
 #     source benchmarks/device_setup.sh || exit 1; python3 benchmarks/engine.py ...
 #
 # It installs ./.whl/*.whl into /tmp/site (no index, no deps, no torch/CUDA wheels) and exports
-# PYTHONPATH=/tmp/site so they sit in front of the device's site-packages. A warm machine that
-# already has the same wheel set installed skips the install.
+# PYTHONPATH=<repo>/src:/tmp/site so this checkout and the wheels sit in front of the device's
+# site-packages. A warm machine that already has the same wheel set installed skips the install.
 #
 # Preparing .whl (on the dev machine, repo root; ~37 MB, git-ignored, travels via `carry`):
 #
@@ -51,9 +51,10 @@ if [ "$(cat /tmp/site/.device_setup_stamp 2>/dev/null)" != "$_ns_stamp" ]; then
     fi
     echo "$_ns_stamp" > /tmp/site/.device_setup_stamp
 fi
+_ns_src="$(dirname "$_ns_whl")/src"  # this checkout's nemotron_speech, ahead of the wheels
 case ":${PYTHONPATH:-}:" in
     *:/tmp/site:*) ;;
-    *) export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" ;;
+    *) export PYTHONPATH="$_ns_src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" ;;
 esac
-unset _ns_whl _ns_stamp
+unset _ns_whl _ns_stamp _ns_src
 return 0
