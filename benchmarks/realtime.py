@@ -96,8 +96,7 @@ def real_time_lags_in_processes(
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
     shares = [streams // processes + (n < streams % processes) for n in range(processes)]
-    largest = max(shares)
-    options = {"max_graph_batch": 1 << (largest - 1).bit_length(), **options}
+    options = {"max_graph_batch": max(shares), **options}
     workers = [
         context.Process(
             target=_worker,

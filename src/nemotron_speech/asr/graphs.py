@@ -1,9 +1,10 @@
 """CUDA-graph replay of the encoder's streaming step at fixed batch-size buckets.
 
 A stock eager step at batch 1 is almost all kernel-launch and Python overhead; replaying a captured
-graph removes it. Graphs need fixed shapes, so each bucket (1, 2, 4, ... streams) is captured once
-and a batch is padded up to its bucket. Later steps (`pre_encode_cache + chunk` frames, fixed
-drop) and first steps (`first_chunk` frames, no drop) get one instance each.
+graph removes it. Graphs need fixed shapes, so each bucket (1, 2, 4, ... streams, and the largest
+batch itself when that is no power of two) is captured once and a batch is padded up to its
+bucket. Later steps (`pre_encode_cache + chunk` frames, fixed drop) and first steps
+(`first_chunk` frames, no drop) get one instance each.
 
 Every bucket's graph reads its inputs from, and writes its next caches back into, the leading
 rows of one set of static tensors sized for the largest bucket (the cache tensors are shared by
@@ -55,7 +56,8 @@ class GraphedEncoderStep:
         self._slots = slots
         self.frames = frames
         self._drop = drop
-        self._buckets = [1 << n for n in range(max_bucket.bit_length()) if 1 << n <= max_bucket]
+        powers = (1 << n for n in range(max_bucket.bit_length()))
+        self._buckets = [size for size in powers if size < max_bucket] + [max_bucket]
         dtype = next(encoder.parameters()).dtype
         device = next(encoder.parameters()).device
         if caches is None:

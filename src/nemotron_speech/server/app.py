@@ -140,7 +140,7 @@ class AsrServer:
             precision=config.precision,
             cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
             # a batch never exceeds the streams admitted: larger buckets would only hold memory
-            max_graph_batch=min(1024, 1 << (config.max_streams - 1).bit_length()),
+            max_graph_batch=max(1, min(1024, config.max_streams)),
         )
         engine.warmup()
         return engine
