@@ -11,6 +11,7 @@ import base64
 import itertools
 import json
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from server_fixtures import stop_process
 from websockets.sync.client import connect
 
 CHROMIUM_FLAGS = [
@@ -120,12 +122,7 @@ class Chromium:
         try:
             self._ws.close()
         finally:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, signal.SIGTERM, timeout=10)
             self._profile.cleanup()
 
     def __enter__(self) -> Chromium:

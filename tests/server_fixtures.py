@@ -97,13 +97,19 @@ def running_server(
             server.wait_ready()
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, signal.SIGTERM, timeout=30)
+
+
+def stop_process(process: subprocess.Popen, sig: int, timeout: float) -> None:
+    """Send `sig` to a process the tests started; kill it if it has not exited in `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_for_port(process: subprocess.Popen, log_path: Path) -> int:

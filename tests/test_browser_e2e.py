@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from browser import Chromium, find_chromium
-from server_fixtures import pcm16, running_server
+from server_fixtures import pcm16, running_server, stop_process
 from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 
 from nemotron_speech.llm.server import free_port
@@ -77,12 +77,7 @@ def bot(asr_server, vllm_server, tmp_path):
                 time.sleep(0.3)
         yield url, log_path
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT, timeout=20)
 
 
 def microphone_wav(speech_wav: Path, path: Path) -> Path:

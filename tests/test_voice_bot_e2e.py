@@ -37,6 +37,20 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
 
 
+def bot_config(vllm_server, **asr) -> BotConfig:
+    """The tests' bot: the fixture LLM with short replies, espeak, no greeting; `asr` picks the
+    ASR (a server URL or an in-process model)."""
+    return BotConfig(
+        **asr,
+        llm_url=vllm_server.base_url,
+        llm_model=vllm_server.model,
+        max_tokens=24,
+        tts="espeak",
+        system_prompt=SYSTEM_PROMPT,
+        greeting="",
+    )
+
+
 def record_requests(llm: NemotronLLMService) -> list[list[dict]]:
     """Messages of every chat request the service sends to vLLM, system prompt included."""
     sent: list[list[dict]] = []
@@ -64,15 +78,7 @@ def asr_server(asr_model_path, tmp_path_factory):
 
 
 async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
-    config = BotConfig(
-        asr_url=asr_server.url,
-        llm_url=vllm_server.base_url,
-        llm_model=vllm_server.model,
-        max_tokens=24,
-        tts="espeak",
-        system_prompt=SYSTEM_PROMPT,
-        greeting="",
-    )
+    config = bot_config(vllm_server, asr_url=asr_server.url)
     speech = pcm16(speech_wavs[SENTENCE])
     transport = WavTransport(speech, lead_secs=1.0)
     llm = make_llm(config)
@@ -143,16 +149,8 @@ def test_text_to_voice_calls_the_tool(vllm_server, tmp_path):
 
 async def test_in_process_asr(asr_model_path, vllm_server, speech_wavs):
     """`--asr-model`: the same bot with the ASR engine inside its process, no server."""
-    config = BotConfig(
-        asr_model=str(asr_model_path),
-        asr_device="cpu",
-        right_context=1,
-        llm_url=vllm_server.base_url,
-        llm_model=vllm_server.model,
-        max_tokens=24,
-        tts="espeak",
-        system_prompt=SYSTEM_PROMPT,
-        greeting="",
+    config = bot_config(
+        vllm_server, asr_model=str(asr_model_path), asr_device="cpu", right_context=1
     )
     llm = make_llm(config)
     sent = record_requests(llm)
