@@ -1,7 +1,7 @@
-"""On a CUDA device: the CUDA-graph engine (first and later steps, shared static buffers,
-fast_layers) gives the eager fp32 engine's tokens and the sentences, at every right context.
-CI has no GPU, so this is skipped there; on a GPU machine run `python tests/test_cuda_graphs.py`
-(or pytest)."""
+"""Which batch sizes get CUDA graphs; and, on a CUDA device, that the CUDA-graph engine (first
+and later steps, shared static buffers, fast_layers) gives the eager fp32 engine's tokens and the
+sentences at every right context. CI has no GPU, so the engine test is skipped there; on a GPU
+machine run `python tests/test_cuda_graphs.py` (or pytest)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
 WAVS = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("*.wav"))
+
+
+def test_graph_buckets_are_powers_of_two_up_to_the_largest_batch():
+    from nemotron_speech.asr.graphs import graph_buckets
+
+    assert graph_buckets(1) == [1]
+    assert graph_buckets(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert graph_buckets(100) == [1, 2, 4, 8, 16, 32, 64, 100]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -22,6 +22,12 @@ import torch
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore
 
 
+def graph_buckets(max_bucket: int) -> list[int]:
+    """Batch sizes to capture: powers of two below `max_bucket`, then `max_bucket` itself."""
+    powers = (1 << n for n in range(max_bucket.bit_length()))
+    return [size for size in powers if size < max_bucket] + [max_bucket]
+
+
 @dataclass
 class _Static:
     """Graph inputs for `max_bucket` rows; the encoder's next caches are written back in place.
@@ -56,8 +62,7 @@ class GraphedEncoderStep:
         self._slots = slots
         self.frames = frames
         self._drop = drop
-        powers = (1 << n for n in range(max_bucket.bit_length()))
-        self._buckets = [size for size in powers if size < max_bucket] + [max_bucket]
+        self._buckets = graph_buckets(max_bucket)
         dtype = next(encoder.parameters()).dtype
         device = next(encoder.parameters()).device
         if caches is None:
