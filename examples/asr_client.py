@@ -1,76 +1,132 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["websockets>=13"]
+# ///
 """Stream a WAV file to the ASR server and print what comes back.
 
-    python examples/asr_client.py tests/assets/asr/speech/00.wav --realtime
+    uv run examples/asr_client.py AUDIO.wav --realtime
 
-Prints the interims as they arrive, the final transcript, the interim count, the real-time factor
-(wall time from first audio to final / audio duration) and two finalization latencies: last audio
-sent -> final, and end signal sent -> final. Needs only `nemotron_speech.client` (no torch).
-The WAV must be 16 kHz mono PCM16, the server's input format.
+A standalone script: `uv run` reads the metadata block above and runs it with only `websockets`,
+from any directory, without this project installed (any Python 3.11+ with `websockets` runs it
+too). It speaks the wire protocol of docs/protocol.md itself, so it is also a small reference
+client. Prints the interims as they arrive, the final transcript, the interim count, the
+real-time factor (wall time from first audio to final / audio duration) and two finalization
+latencies: last audio sent -> final, and end signal sent -> final. The WAV must be 16 kHz mono
+PCM16, the server's input format. Sent unpaced (no --realtime), the audio goes as fast as the
+server reads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 import wave
 
-from nemotron_speech.client import AsrClient, AsrConnectionError
-from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Error, Transcript
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+SAMPLE_RATE = 16_000
+SAMPLE_WIDTH = 2  # bytes per PCM16 sample
+
+
+class ClientError(Exception):
+    """An expected failure (bad file, no server, closed stream): printed as one line."""
 
 
 def read_pcm16(path: str) -> bytes:
-    """Frames of a 16 kHz mono PCM16 WAV, or exit with what is wrong with it."""
-    with wave.open(path, "rb") as wav:
-        shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
-        if shape != (SAMPLE_RATE, 1, SAMPLE_WIDTH):
-            sys.exit(
-                f"{path}: {shape[0]} Hz, {shape[1]} channel(s), {8 * shape[2]}-bit; the "
-                f"server needs {SAMPLE_RATE} Hz mono 16-bit (e.g. `sox in.wav -r 16000 -c 1 "
-                "-b 16 out.wav`)"
-            )
-        return wav.readframes(wav.getnframes())
+    """Frames of a 16 kHz mono PCM16 WAV, or a ClientError saying what is wrong with it."""
+    try:
+        with wave.open(path, "rb") as wav:
+            shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+            frames = wav.readframes(wav.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise ClientError(f"{path}: not a readable WAV file ({exc})") from None
+    if shape != (SAMPLE_RATE, 1, SAMPLE_WIDTH):
+        raise ClientError(
+            f"{path}: {shape[0]} Hz, {shape[1]} channel(s), {8 * shape[2]}-bit; the server "
+            f"needs {SAMPLE_RATE} Hz mono 16-bit (e.g. `sox in.wav -r 16000 -c 1 -b 16 out.wav`)"
+        )
+    return frames
+
+
+async def open_stream(url: str, token: str | None) -> ClientConnection:
+    """Connect and wait for the server's `ready` message."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        websocket = await connect(
+            url, additional_headers=headers, open_timeout=10, compression=None
+        )  # PCM barely compresses; deflate would only cost CPU
+    except InvalidStatus as exc:
+        body = exc.response.body.decode(errors="replace").strip()
+        raise ClientError(
+            f"{url} refused the connection: HTTP {exc.response.status_code} {body}"
+        ) from None
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise ClientError(
+            f"cannot connect to {url} ({exc}); start the server (`nemotron-speech serve-asr "
+            "--model M.nemo`) or pass --url ws://HOST:PORT"
+        ) from None
+    try:
+        ready = json.loads(await websocket.recv())
+    except ConnectionClosed:
+        raise ClientError(closed(websocket, "before it was ready")) from None
+    if ready.get("type") != "ready":
+        await websocket.close()
+        raise ClientError(f"{url} is not an ASR server: its first message was {ready}")
+    return websocket
+
+
+def closed(websocket: ClientConnection, when: str = "") -> str:
+    """Why the server closed the stream, with its close code (docs/protocol.md lists them)."""
+    when = f" {when}" if when else ""
+    code, reason = websocket.close_code, websocket.close_reason or ""
+    return f"the server closed the connection{when}: {code} {reason}".rstrip()
+
+
+async def receive(websocket: ClientConnection) -> tuple[str, int]:
+    """Print interims and errors until the hard final; return its text and the interim count."""
+    interims = 0
+    async for message in websocket:
+        event = json.loads(message)
+        if event.get("type") == "error":
+            print(f"server error: {event.get('message')}", file=sys.stderr)
+        elif event.get("type") != "transcript":
+            continue
+        elif not event.get("is_final"):
+            interims += 1
+            print(f"  interim: {event['text']}")
+        elif event.get("finalize"):  # the hard final that answers `end`
+            return event["text"], interims
+    raise ClientError(closed(websocket))
 
 
 async def stream(args: argparse.Namespace) -> None:
     audio = read_pcm16(args.audio)
     step = int(SAMPLE_RATE * args.chunk_ms / 1000) * SAMPLE_WIDTH
-    try:
-        client = await AsrClient.connect(args.url, token=args.token)
-    except AsrConnectionError as exc:
-        sys.exit(str(exc))
-    interims = 0
-
-    async def receive() -> Transcript:
-        nonlocal interims
-        async for event in client:
-            if isinstance(event, Error):
-                print(f"server error: {event.message}", file=sys.stderr)
-            elif event.is_final and event.finalize:
-                return event
-            elif not event.is_final:
-                interims += 1
-                print(f"  interim: {event.text}")
-        sys.exit(f"connection closed: {client.close_code} {client.close_reason}")
-
-    async with client:
-        receiver = asyncio.create_task(receive())
+    async with await open_stream(args.url, args.token) as websocket:
+        receiver = asyncio.create_task(receive(websocket))
         started = time.perf_counter()
-        for index, offset in enumerate(range(0, len(audio), step)):
-            if args.realtime:  # pace by the clock, not by sleeps, so drift cannot accumulate
-                await asyncio.sleep(
-                    max(0.0, started + index * args.chunk_ms / 1000 - time.perf_counter())
-                )
-            await client.send_audio(audio[offset : offset + step])
-        last_audio = time.perf_counter()
-        await client.end()
+        try:
+            for index, offset in enumerate(range(0, len(audio), step)):
+                if args.realtime:  # pace by the clock, not by sleeps, so drift cannot accumulate
+                    await asyncio.sleep(
+                        max(0.0, started + index * args.chunk_ms / 1000 - time.perf_counter())
+                    )
+                await websocket.send(audio[offset : offset + step])
+            last_audio = time.perf_counter()
+            await websocket.send(json.dumps({"type": "end"}))
+        except ConnectionClosed:
+            receiver.cancel()
+            raise ClientError(closed(websocket, "while audio was being sent")) from None
         end_sent = time.perf_counter()
-        final = await receiver
+        text, interims = await receiver
         done = time.perf_counter()
 
     duration = len(audio) / (SAMPLE_RATE * SAMPLE_WIDTH)
-    print(f"final: {final.text}")
+    print(f"final: {text}")
     print(f"interims: {interims}")
     print(
         f"audio: {duration:.2f} s, RTF {(done - started) / duration:.3f}"
@@ -89,7 +145,10 @@ def main() -> None:
     parser.add_argument("--token", default=None, help="bearer token, if the server wants one")
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="audio per frame")
     parser.add_argument("--realtime", action="store_true", help="send at the speed of speech")
-    asyncio.run(stream(parser.parse_args()))
+    try:
+        asyncio.run(stream(parser.parse_args()))
+    except ClientError as exc:
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

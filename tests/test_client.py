@@ -1,20 +1,21 @@
-"""`AsrClient` and the example client against a real server on loopback."""
+"""`AsrClient` and the example client against a real server on loopback.
+
+The example runs as `uv run asr_client.py` from an empty folder (`standalone.run_example`): an
+environment built from its inline metadata, without this package.
+"""
 
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-from pathlib import Path
+import wave
 
 import pytest
 from server_fixtures import TOKEN, events_until_final, frames, pcm16, running_server
+from standalone import run_example
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
 from nemotron_speech.protocol import Ready, Transcript
 from nemotron_speech.testing.sentences import SENTENCES
-
-EXAMPLE = Path(__file__).parents[1] / "examples" / "asr_client.py"
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +57,26 @@ async def test_iteration_ends_when_the_server_closes(server):
 
 
 async def test_connection_errors_say_why(server):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        free_port = sock.getsockname()[1]
-    with pytest.raises(AsrConnectionError, match=f"cannot connect to ws://127.0.0.1:{free_port}"):
-        await AsrClient.connect(f"ws://127.0.0.1:{free_port}")
+    port = free_port()
+    with pytest.raises(AsrConnectionError, match=f"cannot connect to ws://127.0.0.1:{port}"):
+        await AsrClient.connect(f"ws://127.0.0.1:{port}")
     with pytest.raises(AsrConnectionError, match="HTTP 401 wrong token") as error:
         await AsrClient.connect(server.url, token="nope")
     assert error.value.code == 401
 
 
-def test_example_client_prints_final_and_latencies(server, speech_wavs):
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE), str(speech_wavs[12]), "--url", server.url,
-         "--token", TOKEN, "--chunk-ms", "40", "--realtime"],
-        capture_output=True, text=True, timeout=60, check=True,
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_example_client_prints_final_and_latencies(server, speech_wavs, tmp_path):
+    result = run_example(
+        "asr_client.py", str(speech_wavs[12]), "--url", server.url, "--token", TOKEN,
+        "--chunk-ms", "40", "--realtime", folder=tmp_path,
     )  # fmt: skip
+    assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert f"final: {SENTENCES[12]}" in lines
     assert any(line.startswith("  interim: ") for line in lines)
@@ -80,16 +85,37 @@ def test_example_client_prints_final_and_latencies(server, speech_wavs):
     assert any(line.startswith("finalization: last audio -> final ") for line in lines)
 
 
-def test_example_client_rejects_wrong_audio_format(tmp_path):
-    import wave
+def test_example_client_sends_a_file_unpaced(server, speech_wavs, tmp_path):
+    result = run_example(
+        "asr_client.py", str(speech_wavs[3]), "--url", server.url, "--token", TOKEN,
+        folder=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"final: {SENTENCES[3]}" in result.stdout.splitlines()
 
-    path = tmp_path / "stereo.wav"
+
+def write_wav(path, channels: int, rate: int) -> str:
     with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(2)
+        wav.setnchannels(channels)
         wav.setsampwidth(2)
-        wav.setframerate(44100)
-        wav.writeframes(bytes(400))
-    result = subprocess.run([sys.executable, str(EXAMPLE), str(path)], capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
-    assert result.returncode == 1
-    assert "44100 Hz, 2 channel(s), 16-bit; the server needs 16000 Hz mono 16-bit" in result.stderr
+        wav.setframerate(rate)
+        wav.writeframes(bytes(3200 * channels))
+    return str(path)
+
+
+def test_example_client_errors_are_one_line(server, tmp_path):
+    """Wrong audio format, no file, no server, wrong token: one line each that says what to do."""
+    stereo = write_wav(tmp_path / "stereo.wav", 2, 44100)
+    speech = write_wav(tmp_path / "speech.wav", 1, 16000)
+    down = f"ws://127.0.0.1:{free_port()}"
+    cases = {
+        (stereo,): "44100 Hz, 2 channel(s), 16-bit; the server needs 16000 Hz mono 16-bit",
+        (str(tmp_path / "absent.wav"),): "absent.wav: not a readable WAV file",
+        (speech, "--url", down): f"cannot connect to {down} (",
+        (speech, "--url", server.url, "--token", "nope"): "HTTP 401 wrong token",
+    }
+    for args, expected in cases.items():
+        result = run_example("asr_client.py", *args, folder=tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
