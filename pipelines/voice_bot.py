@@ -22,6 +22,7 @@ from pipecat.runner.run import main
 from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 
+from nemotron_speech.pipeline.access import BotArgumentParser
 from nemotron_speech.pipeline.bot import build_bot, transport_params
 from nemotron_speech.pipeline.config import BotConfig, add_arguments
 
@@ -35,4 +36,4 @@ async def bot(runner_args: RunnerArguments):
 
 
 if __name__ == "__main__":
-    main(add_arguments(argparse.ArgumentParser(description="Nemotron voice bot")))
+    main(add_arguments(BotArgumentParser(description="Nemotron voice bot")))
