@@ -9,17 +9,22 @@ NEMOTRON_MODELS_DIR):
 
 Hugging Face downloads resume after interruption and show progress bars (huggingface_hub does
 both); afterwards every file is compared with the size the Hub reports, and with --sha256 also
-with the LFS SHA-256. huggingface_hub is an optional extra (`pip install nemotron-speech[download]`)
-and is imported only when this command runs. Services that need weights call `require_weights`, so
-a missing file always names the command that fetches it.
+with the LFS SHA-256. What was verified is recorded in the folder (`.nemotron-download.json`:
+commit, sizes, hashes), so a later run whose files still match that record needs no network at all
+(a Spark set up once can run offline); delete the record to ask the Hub for a newer commit.
+huggingface_hub is an optional extra (the `download` extra) and is imported only when this
+command runs. Services that need weights call `require_weights`, so a missing file always names
+the command that fetches it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,7 @@ TTS_URLS = {
     "voices-v1.0.bin": "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0/voices-v1.0.bin",
 }
 WHAT = ("asr", "llm", "tts", "all")
+RECORD = ".nemotron-download.json"  # what was verified, per folder: repo, commit, files
 
 
 def models_dir(path: str | os.PathLike | None = None) -> Path:
@@ -117,23 +123,50 @@ def verify(local_dir: Path, manifest: dict[str, RemoteFile], *, hashes: bool) ->
     return problems
 
 
-def download_asr(root: Path, *, hashes: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+def write_record(local_dir: Path, repo: str, commit: str, manifest: dict[str, RemoteFile]) -> None:
+    """Remember what `local_dir` was verified against, for `matches_record`."""
+    files = {name: {"size": f.size, "sha256": f.sha256} for name, f in manifest.items()}
+    record = {"repo": repo, "commit": commit, "files": files}
+    (local_dir / RECORD).write_text(json.dumps(record, indent=1) + "\n")
 
-    commit, manifest = resolve(ASR_REPO)
-    hf_hub_download(ASR_REPO, ASR_FILE, revision=commit, local_dir=root / "asr")
-    _check(root / "asr", {ASR_FILE: manifest[ASR_FILE]}, hashes)
+
+def matches_record(local_dir: Path, repo: str, *, hashes: bool) -> bool:
+    """True (and says so) when `local_dir` holds a verified download of `repo` whose files still
+    match the record: then the Hub need not be asked, and no network is needed."""
+    try:
+        record = json.loads((local_dir / RECORD).read_text())
+        manifest = {name: RemoteFile(**f) for name, f in record["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or not ours
+        return False
+    if record.get("repo") != repo or verify(local_dir, manifest, hashes=hashes):
+        return False
+    print(
+        f"verified {len(manifest)} file(s) in {local_dir} ({'sha256' if hashes else 'sizes'}) "
+        f"against its record of {repo}@{record['commit'][:12]}; Hub not contacted"
+    )
+    return True
+
+
+def download_asr(root: Path, *, hashes: bool) -> Path:
+    target = root / "asr"
+    if not matches_record(target, ASR_REPO, hashes=hashes):
+        from huggingface_hub import hf_hub_download
+
+        commit, manifest = resolve(ASR_REPO)
+        hf_hub_download(ASR_REPO, ASR_FILE, revision=commit, local_dir=target)
+        _check(target, ASR_REPO, commit, {ASR_FILE: manifest[ASR_FILE]}, hashes)
     return asr_path(root)
 
 
 def download_llm(root: Path, variant: str, *, hashes: bool) -> Path:
-    from huggingface_hub import snapshot_download
-
     repo = LLM_REPOS[variant]
     target = llm_path(root, variant)
-    commit, manifest = resolve(repo)
-    snapshot_download(repo, revision=commit, local_dir=target)
-    _check(target, manifest, hashes)
+    if not matches_record(target, repo, hashes=hashes):
+        from huggingface_hub import snapshot_download
+
+        commit, manifest = resolve(repo)
+        snapshot_download(repo, revision=commit, local_dir=target)
+        _check(target, repo, commit, manifest, hashes)
     return target
 
 
@@ -161,16 +194,51 @@ def download_tts(root: Path) -> Path:
     target = tts_dir(root)
     target.mkdir(parents=True, exist_ok=True)
     for name, url in TTS_URLS.items():
-        if not (target / name).exists():
+        if (target / name).exists():
+            continue
+        try:
             fetch_url(url, target / name)
+        except urllib.error.URLError as exc:
+            raise DownloadError(
+                f"cannot download {url}: {exc.reason}",
+                "check the network (or HTTPS_PROXY) and run the command again; it resumes",
+            ) from None
     return target
 
 
-def _check(local_dir: Path, manifest: dict[str, RemoteFile], hashes: bool) -> None:
+def _check(
+    local_dir: Path, repo: str, commit: str, manifest: dict[str, RemoteFile], hashes: bool
+) -> None:
     problems = verify(local_dir, manifest, hashes=hashes)
     if problems:
-        raise OSError(f"{local_dir} does not match the Hub:\n  " + "\n  ".join(problems))
+        raise DownloadError(
+            f"{local_dir} does not match the Hub:\n  " + "\n  ".join(problems),
+            "run the command again to resume or replace the files",
+        )
+    write_record(local_dir, repo, commit, manifest)
     print(f"verified {len(manifest)} file(s) in {local_dir} ({'sha256' if hashes else 'sizes'})")
+
+
+class DownloadError(OSError):
+    """An expected failure (bad files, an unreachable URL): printed as one line with the fix."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises for network and HTTP failures: the built-in connection errors,
+    huggingface_hub's HTTP errors, and the transport errors of whichever HTTP library it uses
+    (requests in old releases, httpx or httpx2 in newer ones; httpx's are not OSErrors). Called
+    in an `except` clause, when the Hub client has already imported that library."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, HfHubHTTPError]
+    for name, error in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                        ("requests", "RequestException")):  # fmt: skip
+        if (module := sys.modules.get(name)) is not None:
+            errors.append(getattr(module, error))
+    return tuple(errors)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,14 +268,32 @@ def run(args: argparse.Namespace) -> int:
         import huggingface_hub  # noqa: F401 - fail early with an install hint
     except ImportError:
         print(
-            "download needs huggingface_hub: pip install 'nemotron-speech[download]'",
+            "download needs huggingface_hub: install the `download` extra, e.g. "
+            "`pip install -e '.[download]'` in your clone of nemotron-speech",
             file=sys.stderr,
         )
         return 2
-    if args.what in ("asr", "all"):
-        print("ASR:", download_asr(root, hashes=args.sha256))
-    if args.what in ("llm", "all"):
-        print("LLM:", download_llm(root, args.llm_variant, hashes=args.sha256))
-    if args.what in ("tts", "all"):
-        print("TTS:", download_tts(root))
+    from huggingface_hub.constants import ENDPOINT
+
+    try:
+        if args.what in ("asr", "all"):
+            print("ASR:", download_asr(root, hashes=args.sha256))
+        if args.what in ("llm", "all"):
+            print("LLM:", download_llm(root, args.llm_variant, hashes=args.sha256))
+        if args.what in ("tts", "all"):
+            print("TTS:", download_tts(root))
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except _hub_errors() as exc:
+        print(
+            f"error: Hugging Face Hub at {ENDPOINT}: {exc}; check the network (or HF_ENDPOINT, "
+            "HTTPS_PROXY) and run the command again. Files downloaded and verified once are "
+            "reused without network.",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:  # the local side: permissions, disk space
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
