@@ -1,6 +1,12 @@
-"""The streaming ASR engine (needs the `asr` extra: torch and NeMo)."""
+"""The streaming ASR engine (needs the `asr` extra: torch and NeMo).
 
-from nemotron_speech.asr.engine import AsrEngine, StepInfo, Transcript
+The engine's names are imported on first use, so the torch-free modules of this package (`errors`,
+`audio`) load without torch: `nemotron-speech eval --url` reads audio files on a machine that
+only talks to a server.
+"""
+
+from typing import TYPE_CHECKING
+
 from nemotron_speech.asr.errors import (
     AsrError,
     AudioFormatError,
@@ -9,6 +15,11 @@ from nemotron_speech.asr.errors import (
     ModelNotFoundError,
     StreamNotFoundError,
 )
+
+if TYPE_CHECKING:
+    from nemotron_speech.asr.engine import AsrEngine, StepInfo, Transcript
+
+_ENGINE_NAMES = ("AsrEngine", "StepInfo", "Transcript")
 
 __all__ = [
     "AsrEngine",
@@ -21,3 +32,11 @@ __all__ = [
     "StreamNotFoundError",
     "Transcript",
 ]
+
+
+def __getattr__(name: str):
+    if name in _ENGINE_NAMES:
+        from nemotron_speech.asr import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nemotron_speech.asr.errors import AudioFormatError
-from nemotron_speech.asr.model import SAMPLE_RATE
+from nemotron_speech.protocol import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
