@@ -114,6 +114,32 @@ def test_console_script_runs(asr_model_path, speech_wavs):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == SENTENCES[11]
+    assert done.stderr == ""  # no NeMo telemetry ("OneLogger: ...", "No exporters ...")
+
+
+def test_cli_checks_both_paths_before_importing_nemo(tmp_path, speech_wavs, asr_model_path):
+    """A typo costs no NeMo import (~20 s): with torch and NeMo unimportable the answer is the
+    same one-line error."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'nemo'):\n"
+        "    sys.modules[name] = None\n"
+        "from nemotron_speech import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    cases = {
+        (str(speech_wavs[0]), str(tmp_path / "m.nemo")): "error: ASR model not found: ",
+        (str(tmp_path / "a.wav"), str(asr_model_path)): "error: audio file not found: ",
+    }
+    for (audio, model), expected in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-c", code, "transcribe", audio, "--model", model],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(expected), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_package_imports_without_torch_or_nemo():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from nemotron_speech.asr import AsrEngine, AsrError
+    # NeMo's telemetry library logs three lines at import saying it is disabled; users need none
+    logging.getLogger("nv_one_logger").setLevel(logging.ERROR)
     from nemotron_speech.asr.audio import load_audio
+    from nemotron_speech.asr.errors import AsrError, ModelNotFoundError
 
     try:
+        # both paths first: importing NeMo takes ~20 s, too long to wait for a typo
         samples = load_audio(args.audio, resample=not args.no_resample)
+        if not Path(args.model).is_file():
+            raise ModelNotFoundError(args.model)
+        from nemotron_speech.asr import AsrEngine
+
         engine = AsrEngine.load(args.model, right_context=args.right_context, device=args.device)
         if args.offline:
             _, text = engine.transcribe_offline(samples)
