@@ -1,7 +1,8 @@
 """The `nemotron-speech` command: one subcommand per module, each registering its own parser.
 
 Subcommand modules are imported only when their command runs, so `nemotron-speech --help` stays
-fast and works without torch or NeMo installed.
+fast and works without torch or NeMo installed. A `.env` file in the working directory (or above)
+sets environment variables first, as pipecat's runner does.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from nemotron_speech import __version__
+from nemotron_speech.env import load_env
 
 # command name -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nemotron-speech")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -30,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_env()
     args = build_parser().parse_args(argv)
     return importlib.import_module(args.module).run(args)
 

@@ -1,7 +1,8 @@
 """What the bundled pipelines are configured with, from flags or environment variables.
 
 Each flag has an environment variable (`NEMOTRON_...`) so a container is configured without
-changing its command line; a flag wins over its variable. The service factories here are the only
+changing its command line; a flag wins over its variable, and a `.env` file in the working
+directory sets variables as in pipecat's examples. The service factories here are the only
 place the pipelines pick STT, LLM and TTS classes, so every pipeline offers the same choices.
 """
 
@@ -15,6 +16,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
+from nemotron_speech.env import load_env
 from nemotron_speech.tts import TTS_KINDS, create_tts
 
 SYSTEM_PROMPT = (
@@ -72,7 +74,9 @@ def _env(name: str, default: object) -> object:
 def add_arguments(
     parser: argparse.ArgumentParser, *, stt: bool = True, llm: bool = True, tts: bool = True
 ) -> argparse.ArgumentParser:
-    """Add the service flags a pipeline uses; defaults come from `NEMOTRON_<FLAG>` variables."""
+    """Add the service flags a pipeline uses; defaults come from `NEMOTRON_<FLAG>` variables
+    (after `.env` is read, so its values show in `--help` too)."""
+    load_env()
     d = BotConfig()
     group = parser.add_argument_group("nemotron-speech services (env: NEMOTRON_<NAME>)")
     if stt:
