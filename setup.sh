@@ -20,7 +20,7 @@ python3 -m venv .venv
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==${NEMOTRON_TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/pip install -q -e ".[asr,bot,kokoro,dev,download]"
+.venv/bin/pip install -q -e ".[asr,bot,kokoro,dev,download,eval]"
 
 if [ "${NEMOTRON_SKIP_TEST_TOOLS:-0}" != 1 ]; then
     bash .ci/setup_vllm.sh "$PWD/.venv-vllm" >/dev/null
