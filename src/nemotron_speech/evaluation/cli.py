@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
             args.json.write_text(json.dumps(_report(args, rows), indent=1) + "\n")
     except ImportError as exc:
         print(
-            f"error: {exc}; eval needs pip install 'nemotron-speech[eval]', and --model the "
-            "[asr] extra too",
+            f"error: {exc}; eval needs the eval extra (pip install -e '.[eval]' in the clone), "
+            "and --model the asr extra too",
             file=sys.stderr,
         )
         return 2
