@@ -126,10 +126,22 @@ def test_start_server_waits_for_health_and_stops(tmp_path):
         "-d",
         str(tmp_path),
     ]
-    server = start_server(spec, log_path=tmp_path / "log", timeout=30)
+    server = start_server(spec, log_path=tmp_path / "log", timeout=30, warm=False)
     assert server.process.poll() is None and server.started_in_s < 30
     server.stop()
     assert server.process.poll() is not None
+
+
+def test_a_server_that_cannot_complete_is_not_reported_ready(tmp_path):
+    """Healthy is not enough: the warm-up completion must be answered (http.server has no POST)."""
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    spec = build_command("cpu-fixture", "unused", port=port)
+    spec.argv[:] = [sys.executable, "-m", "http.server", str(port), "-b", "127.0.0.1", "-d"]
+    spec.argv.append(str(tmp_path))
+    with pytest.raises(ServerStartError, match=r"warm-up failed: .*/v1/chat/completions.* 501"):
+        start_server(spec, log_path=tmp_path / "log", timeout=30)
+    assert not is_healthy(f"http://127.0.0.1:{port}/v1")  # stopped, not left running
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
@@ -143,7 +155,8 @@ def test_server_dies_with_the_process_that_started_it(tmp_path):
         f"spec = build_command('cpu-fixture', 'x', port={port}); "
         f"spec.argv[:] = [sys.executable, '-m', 'http.server', '{port}', '-b', '127.0.0.1', "
         f"'-d', {str(tmp_path)!r}]; "
-        f"start_server(spec, log_path=__import__('pathlib').Path({str(tmp_path / 'log')!r})); "
+        f"start_server(spec, log_path=__import__('pathlib').Path({str(tmp_path / 'log')!r}), "
+        "warm=False); "
         "os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)

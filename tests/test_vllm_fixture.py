@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def test_tool_call_is_parsed(vllm_server):
 
 
 def test_serve_llm_command_serves_and_stops_on_sigterm(vllm_server, tmp_path):
-    """The literal user command: prints the vLLM line, reports health, and SIGTERM leaves no vLLM.
+    """The literal user command: prints the vLLM line, warms the server up before reporting it
+    ready, and SIGTERM leaves no vLLM.
 
     Uses `vllm_server` only to know the fixture is built and the vLLM venv works; it starts its own
     server on another port.
@@ -127,9 +129,12 @@ def test_serve_llm_command_serves_and_stops_on_sigterm(vllm_server, tmp_path):
         )
     try:
         deadline = time.monotonic() + 300
-        while "vLLM healthy after" not in log.read_text() and proc.poll() is None:
+        while "vLLM ready after" not in log.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
+        # ready = healthy, then the warm-up completion answered (vLLM logs the request)
+        assert re.search(r"warm-up completion \d+\.\d+ s", log.read_text()), log.read_text()
+        assert "POST /v1/chat/completions" in log.read_text()
         first_line = log.read_text().splitlines()[0]
         assert first_line.startswith("VLLM_CPU_KVCACHE_SPACE=1 ") and f"--port {port}" in first_line
         assert is_healthy(f"http://127.0.0.1:{port}/v1"), log.read_text()[-2000:]

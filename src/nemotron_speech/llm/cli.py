@@ -1,11 +1,13 @@
-"""`nemotron-speech serve-llm`: print and run the vLLM command for a target, wait for /health.
+"""`nemotron-speech serve-llm`: print and run the vLLM command, wait for /health, warm it up.
 
     nemotron-speech serve-llm --target spark              # real model from models/llm/...
     nemotron-speech serve-llm --target x86 --llm-variant fp8 --dry-run
     nemotron-speech serve-llm --target cpu-fixture --python /work/vllm-venv/bin/python
 
 The command is printed before it runs so users can copy it into their own launchers. After
-`/health` answers, the server keeps running in the foreground until Ctrl-C or SIGTERM.
+`/health` answers, one short chat completion warms the server up (so the first user turn does
+not pay for lazy start-up work) before "vLLM ready" is printed; the server then keeps running in
+the foreground until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 1
     print(
-        f"vLLM healthy after {server.started_in_s:.1f} s: {spec.base_url} "
-        f"(model {spec.served_model_name})",
+        f"vLLM ready after {server.started_in_s + server.warmup_s:.1f} s: {spec.base_url} "
+        f"(model {spec.served_model_name}; healthy after {server.started_in_s:.1f} s, "
+        f"warm-up completion {server.warmup_s:.2f} s)",
         flush=True,
     )
     # SIGTERM (docker stop, systemd) takes the same path as Ctrl-C; stopping inside the handler

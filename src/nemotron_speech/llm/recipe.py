@@ -35,6 +35,18 @@ PARSER_FLAGS = (
 )
 
 
+# Prefix caching for the hybrid Mamba/attention model: a conversation's next turn repeats the
+# whole history, and the cache lets vLLM skip recomputing it. vLLM turns it on by default for hybrid
+# models only since PR #50991 (2026-08), so older images (NVIDIA's 26.05) need the flag; "align" is
+# the Mamba state mode that default picks, the only one left in vLLM 0.32 ("all" was removed), and
+# pinning it keeps older images off "all". Hits come in whole KV blocks, which vLLM sizes so one
+# attention block holds a layer's Mamba state: 4,176 tokens for Nemotron-3-Nano with an fp8 KV
+# cache and fp32 SSM state, so a conversation reuses its history once it is longer than that, and
+# --max-model-len must stay above it (docs/spark.md, "Prefix caching"). GPU targets only: on a
+# model without Mamba layers vLLM 0.32 accepts the mode, reports healthy, and fails every request.
+HYBRID_PREFIX_CACHING = ("--enable-prefix-caching", "--mamba-cache-mode", "align")
+
+
 @dataclass(frozen=True)
 class Target:
     """Where vLLM runs, and the flags that differ between places."""
@@ -69,6 +81,7 @@ TARGETS: dict[str, Target] = {
             "--async-scheduling",
             "--moe-backend",
             "flashinfer_cutlass",
+            *HYBRID_PREFIX_CACHING,
         ),
     ),
     "x86": Target(
@@ -87,6 +100,7 @@ TARGETS: dict[str, Target] = {
             "--kv-cache-dtype",
             "fp8",
             "--async-scheduling",
+            *HYBRID_PREFIX_CACHING,
         ),
         env={"VLLM_USE_FLASHINFER_MOE_FP8": "1"},
     ),
