@@ -100,7 +100,8 @@ def test_clone_and_git_url_installs_give_the_cli_without_torch(tmp_path):
     no_torch = "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('nemo'))"
     assert sh(f'.venv/bin/python -c "{no_torch}"', clone) == "None None\n"
 
-    sh("python3 -m venv venv", tmp_path)
+    # pip < 24 (Python 3.11's ensurepip has 23.2) rejects a host-less git+file URL; https is fine
+    sh("python3 -m venv venv && venv/bin/pip install -q --upgrade pip", tmp_path)
     sh(f'venv/bin/pip install -q "nemotron-speech[download] @ git+file://{clone}"', tmp_path)
     assert sh("venv/bin/nemotron-speech --version", tmp_path) == f"nemotron-speech {__version__}\n"
     license_of = (
