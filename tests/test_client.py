@@ -6,7 +6,6 @@ environment built from its inline metadata, without this package.
 
 from __future__ import annotations
 
-import socket
 import wave
 
 import pytest
@@ -14,6 +13,7 @@ from server_fixtures import TOKEN, events_until_final, frames, pcm16, running_se
 from standalone import run_example
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
+from nemotron_speech.llm.server import free_port
 from nemotron_speech.protocol import Ready, Transcript
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -63,12 +63,6 @@ async def test_connection_errors_say_why(server):
     with pytest.raises(AsrConnectionError, match="HTTP 401 wrong token") as error:
         await AsrClient.connect(server.url, token="nope")
     assert error.value.code == 401
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_example_client_prints_final_and_latencies(server, speech_wavs, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,14 @@ import huggingface_hub
 import pytest
 
 from nemotron_speech import cli, download
+from nemotron_speech.llm.server import free_port
 
 CLI = str(Path(sys.executable).parent / "nemotron-speech")
 WEIGHTS = b"not really a model"
 
 
 def closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def offline(*args: str, **env: str) -> subprocess.CompletedProcess:

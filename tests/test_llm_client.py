@@ -6,12 +6,11 @@ tests) and against a port where nothing listens.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from standalone import run_example
 from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
+from nemotron_speech.llm.server import free_port
 from nemotron_speech.testing.fixture_llm import HELLO_REPLY, SYSTEM_PROMPT
 
 
@@ -28,9 +27,7 @@ def test_answers_as_a_standalone_script(vllm_server, tmp_path, stream):
 
 
 def test_server_down_is_one_line_naming_the_url_and_the_fix(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     result = run_example("llm_client.py", "Hello!", "--url", url, folder=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot reach {url} (")
