@@ -96,9 +96,35 @@ def test_haproxy_servers_are_the_scale_out_services():
     services = compose("compose.scale.yaml")["services"]
     servers = re.findall(r"^\s*server \S+ (\S+):8080", (DOCKER / "haproxy.cfg").read_text(), re.M)
     assert servers == ["asr", "asr-2"]
-    assert "asr-2" in services and services["bot"]["environment"]["NEMOTRON_ASR_URL"].startswith(
-        "ws://asr-lb:"
+    assert "asr-2" in services
+    # the bot is on the host's network: it reaches the balancer where it is published
+    assert (
+        services["bot"]["environment"]["NEMOTRON_ASR_URL"]
+        == f"ws://{published(services['asr-lb'])}"
     )
+
+
+def published(service: dict) -> str:
+    """`localhost:port` where a service's single port is published on the host's loopback."""
+    (mapping,) = service["ports"]
+    host, port, _ = mapping.split(":")
+    assert host == "127.0.0.1", mapping
+    return f"localhost:{port}"
+
+
+def test_bot_is_on_the_host_network_and_on_loopback_unless_told():
+    """WebRTC media needs the host's addresses; the page stays on loopback by default."""
+    access = pytest.importorskip("nemotron_speech.pipeline.access")
+    services = compose("compose.yaml")["services"]
+    bot = services["bot"]
+    assert bot["network_mode"] == "host" and "ports" not in bot
+    host = bot["command"][bot["command"].index("--host") + 1]
+    default = host.removeprefix("${BOT_HOST:-")[:-1]
+    assert host.startswith("${BOT_HOST:-") and access.is_loopback(default)
+    assert host in bot["healthcheck"]["test"][-1]  # the health check connects where it listens
+    env = bot["environment"]
+    assert env["NEMOTRON_ASR_URL"] == f"ws://{published(services['asr'])}"
+    assert env["NEMOTRON_LLM_URL"] == f"http://{published(services['llm'])}/v1"
 
 
 def test_hadolint_passes():
@@ -156,10 +182,13 @@ def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
     import argparse
 
     config = pytest.importorskip("nemotron_speech.pipeline.config")
+    access = pytest.importorskip("nemotron_speech.pipeline.access")
     env = compose("compose.yaml")["services"]["bot"]["environment"]
+    env = {name: value for name, value in env.items() if name.startswith("NEMOTRON_")}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    args = config.add_arguments(argparse.ArgumentParser()).parse_args([])
+    parser = access.add_access_arguments(config.add_arguments(argparse.ArgumentParser()))
+    args = parser.parse_args([])
     for name, value in env.items():
         assert str(getattr(args, name.removeprefix("NEMOTRON_").lower())) == value, name
 
