@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def find_chromium() -> str | None:
 class Chromium:
     """One headless browser with one page; `call` sends DevTools commands to that page."""
 
-    def __init__(self, microphone_wav: Path, executable: str | None = None):
+    def __init__(
+        self, microphone_wav: Path, executable: str | None = None, flags: Sequence[str] = ()
+    ):
         executable = executable or find_chromium()
         if executable is None:
             raise FileNotFoundError("chromium not found: run .ci/setup_browser.sh")
@@ -58,6 +61,7 @@ class Chromium:
                 [
                     executable,
                     *CHROMIUM_FLAGS,
+                    *flags,
                     f"--use-file-for-fake-audio-capture={microphone_wav}",
                     f"--user-data-dir={self._profile.name}",
                     "--remote-debugging-port=0",

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Pages only: their code is public, the sessions they open are not.
-PUBLIC_PATHS = frozenset({"/", "/voice", "/voice/", "/client"})
+PUBLIC_PATHS = frozenset({"/", "/voice", "/voice/", "/client", "/favicon.ico"})
 PUBLIC_PREFIX = "/client/"  # pipecat's prebuilt UI (static files)
 CERT_COMMAND = (
     'openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=nemotron-bot" '
