@@ -25,6 +25,7 @@ from pipecat.runner.utils import create_transport
 from nemotron_speech.pipeline.access import BotArgumentParser
 from nemotron_speech.pipeline.bot import build_bot, transport_params
 from nemotron_speech.pipeline.config import BotConfig, add_arguments
+from nemotron_speech.pipeline.preflight import preflight
 
 
 async def bot(runner_args: RunnerArguments):
@@ -36,4 +37,6 @@ async def bot(runner_args: RunnerArguments):
 
 
 if __name__ == "__main__":
-    main(add_arguments(BotArgumentParser(description="Nemotron voice bot")))
+    parser = add_arguments(BotArgumentParser(description="Nemotron voice bot"))
+    preflight(parser)  # exits with the report when the TTS, ASR or LLM cannot serve a session
+    main(parser)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("nemotron_speech.download", "download ASR / LLM / TTS weights into models/"),
     "serve-llm": ("nemotron_speech.llm.cli", "run vLLM with the Nemotron-3-Nano recipe"),
     "serve-asr": ("nemotron_speech.server.__main__", "run the streaming ASR WebSocket server"),
+    "doctor": ("nemotron_speech.doctor.cli", "check GPU, weights, servers and ports, with fixes"),
     "eval": ("nemotron_speech.evaluation.cli", "WER of a model or ASR server on your own data"),
 }
 

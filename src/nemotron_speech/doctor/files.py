@@ -1,0 +1,122 @@
+"""Checks of the weights on disk (where `nemotron-speech download` puts them) and of the TTS.
+
+Each file is opened and its first bytes read, so a file that exists but cannot be read (wrong
+owner after a `sudo` download, a broken mount) fails here and not in the middle of a session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+from nemotron_speech import download
+from nemotron_speech.doctor.core import Check, Options, fail, ok
+
+GB = 1e9
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` is not a readable, non-empty file (None when it is)."""
+    if not path.exists():
+        return f"missing: {path}"
+    if not path.is_file():
+        return f"not a file: {path}"
+    try:
+        with open(path, "rb") as f:
+            if not f.read(1):
+                return f"empty: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    return None
+
+
+def _fetch(what: str, variant: str | None = None) -> str:
+    command = f"nemotron-speech download {what}" + (f" --llm-variant {variant}" if variant else "")
+    return f"fetch it with `{command}` (--models-dir or NEMOTRON_MODELS_DIR if it lives elsewhere)"
+
+
+def asr_model_check(options: Options, name: str = "ASR model") -> Check:
+    """The `.nemo` the ASR server (or the bot, in-process) loads: a readable tar archive."""
+    path = Path(options.asr_model) if options.asr_model else download.asr_path(options.models)
+    problem = _unreadable(path)
+    if problem:
+        return fail(name, problem, _fetch("asr") if not options.asr_model else "check --asr-model")
+    if not tarfile.is_tarfile(path):  # a .nemo is a tar of config + weights
+        return fail(name, f"{path} is not a .nemo archive (truncated?)", _fetch("asr"))
+    return ok(name, f"{path} ({path.stat().st_size / GB:.2f} GB)")
+
+
+def llm_weights_check(options: Options) -> Check:
+    """The Hugging Face folder vLLM serves: config, and every safetensors shard readable."""
+    name, variant = "LLM weights", options.variant
+    folder = download.llm_path(options.models, variant)
+    fix = _fetch("llm", variant)
+    if not folder.is_dir():
+        return fail(name, f"missing: {folder}", fix)
+    if list(folder.glob(".cache/huggingface/download/**/*.incomplete")):
+        return fail(name, f"{folder}: an interrupted download left .incomplete files", fix)
+    problem = _unreadable(folder / "config.json")
+    if problem:
+        return fail(name, problem, fix)
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except FileNotFoundError:
+        shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    except (OSError, ValueError, KeyError) as exc:
+        return fail(name, f"{index} is unreadable: {exc}", fix)
+    if not shards:
+        return fail(name, f"{folder} has no .safetensors weights", fix)
+    for shard in shards:
+        problem = _unreadable(folder / shard)
+        if problem:
+            return fail(name, problem, fix)
+    size = sum((folder / s).stat().st_size for s in shards)
+    return ok(name, f"{folder} ({len(shards)} safetensors files, {size / GB:.1f} GB)")
+
+
+def tts_check(options: Options) -> Check:
+    """What the bot's TTS needs at start-up: its package and weights (Kokoro) or binary (espeak)."""
+    name = "TTS"
+    try:  # the TTS runs inside the bot, which needs pipecat anyway
+        from nemotron_speech.tts import KOKORO_MODEL, KOKORO_VOICE, KOKORO_VOICES
+        from nemotron_speech.tts.espeak import EspeakNotFoundError, find_espeak
+    except ImportError as exc:
+        return fail(
+            name,
+            f"the bot's TTS needs pipecat, which is not importable: {exc}",
+            "install the project's bot extra in this environment",
+        )
+    if options.tts == "espeak":
+        try:
+            return ok(name, f"espeak-ng at {find_espeak()}")
+        except EspeakNotFoundError as exc:
+            problem, _, fix = str(exc).partition(": ")
+            return fail(name, problem, fix)
+    if importlib.util.find_spec("kokoro_onnx") is None:
+        return fail(
+            name,
+            "Kokoro needs kokoro-onnx, which is not installed",
+            "install the project's kokoro extra (pipecat-ai[kokoro]), or use --tts espeak",
+        )
+    root = download.tts_dir(options.models)
+    for file in (KOKORO_MODEL, KOKORO_VOICES):
+        problem = _unreadable(root / file)
+        if problem:
+            return fail(name, f"Kokoro weights {problem}", _fetch("tts"))
+    voice = options.tts_voice or KOKORO_VOICE
+    voices = root / KOKORO_VOICES
+    if not zipfile.is_zipfile(voices):  # kokoro-onnx np.load()s it: an .npz archive
+        return fail(name, f"{voices} is not a voices archive (truncated?)", _fetch("tts"))
+    with zipfile.ZipFile(voices) as archive:
+        names = sorted(n.removesuffix(".npy") for n in archive.namelist())
+    if voice not in names:
+        return fail(
+            name,
+            f"voice {voice!r} is not in {voices}",
+            f"pick one of {', '.join(names[:8])}... with --tts-voice",
+        )
+    return ok(name, f"Kokoro, voice {voice}, weights in {root}")
