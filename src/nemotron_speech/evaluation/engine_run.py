@@ -109,14 +109,15 @@ def _finalize(engine: AsrEngine, stream_id: int) -> Decoded:
     return Decoded(final.text, tuple(final.token_ids), seconds)
 
 
-def _load(
-    model: str, right_context: int | None, device: str, precision: str, streams: int
-) -> AsrEngine:
+def _load(model: str, right_context: int, device: str, precision: str, streams: int) -> AsrEngine:
     """An engine warmed up outside the timed runs (first calls and CUDA-graph capture), its
     graphs sized for the streams the run keeps open."""
     engine = AsrEngine.load(
-        model, right_context=right_context, device=device, precision=precision,
+        model,
+        right_context=right_context,
+        device=device,
+        precision=precision,
         max_graph_batch=streams,
-    )  # fmt: skip
+    )
     engine.warmup()
     return engine

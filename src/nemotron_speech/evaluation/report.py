@@ -47,13 +47,14 @@ def score(
 ) -> dict:
     """One row of the report: error rates, offline comparison, speed and the worst utterances,
     plus every utterance's result for machines."""
-    details, words, chars = [], EditCounts(), [0, 0]
+    details, words = [], EditCounts()
+    char_errors = char_count = 0
     for utterance, decoded in zip(utterances, run.decoded, strict=True):
         reference, hypothesis = normalize(utterance.text), normalize(decoded.text)
         counts = word_counts(reference, hypothesis)
         words += counts
-        chars[0] += edit_distance(reference, hypothesis)
-        chars[1] += len(reference)
+        char_errors += edit_distance(reference, hypothesis)
+        char_count += len(reference)
         details.append(
             {
                 "key": utterance.key,
@@ -80,7 +81,7 @@ def score(
         "insertions": words.insertions,
         "deletions": words.deletions,
         "reference_words": words.reference_length,
-        "cer": chars[0] / max(chars[1], 1),
+        "cer": char_errors / max(char_count, 1),
         "rtf": run.wall_seconds / audio_seconds if audio_seconds else None,
         "finalize_ms": {
             "p50": _ms(percentile(latencies, 50)),
