@@ -69,7 +69,7 @@ def test_staggered_streams_batched_equal_each_alone(engine, speech):
             if chunk:
                 engine.feed(stream, chunk)
             elif not engine._stream(stream).finalizing:
-                engine.request_finalize(stream)
+                engine.request_finalize(stream, reset=True)
         for transcript in engine.step():
             if transcript.is_final:
                 finals[transcript.stream_id] = transcript.token_ids
@@ -93,19 +93,19 @@ def test_soft_flush_changes_nothing(engine, speech):
     assert engine.flush(stream) == interims[-1]
     engine.feed(stream, pcm16(samples[half:]))
     _drain(engine)
-    final = engine.finalize(stream)
+    final = engine.finalize(stream, reset=True)
     engine.close(stream)
     assert final.token_ids == engine.transcribe(samples).token_ids
     assert final.text == SENTENCES[1]
 
 
-def test_hard_finalize_returns_utterance_and_next_starts_clean(engine, speech):
+def test_reset_returns_utterance_and_next_starts_clean(engine, speech):
     stream = engine.open_stream()
     texts = []
     for index in (2, 7, 2):
         engine.feed(stream, pcm16(speech[index]))
         _drain(engine)
-        final = engine.finalize(stream)
+        final = engine.finalize(stream, reset=True)
         assert final.token_ids == engine.transcribe(speech[index]).token_ids
         texts.append(final.text)
     engine.close(stream)
@@ -137,7 +137,7 @@ def test_odd_sized_packets_carry_the_odd_byte(engine, speech):
     for start in range(0, len(data), 333):
         engine.feed(stream, data[start : start + 333])
         _drain(engine)
-    final = engine.finalize(stream)
+    final = engine.finalize(stream, reset=True)
     engine.close(stream)
     assert final.token_ids == engine.transcribe(speech[4]).token_ids
 

@@ -15,6 +15,7 @@ from nemotron_speech.protocol import (
     CloseCode,
     End,
     Error,
+    Finalize,
     ProtocolError,
     Ready,
     Reset,
@@ -31,10 +32,11 @@ def test_server_messages_are_the_seeds_json():
     }  # fmt: skip
     assert json.loads(encode(Error("bad"))) == {"type": "error", "message": "bad"}
     assert json.loads(encode(Ready(chunk_ms=160.0, right_context=1))) == {
-        "type": "ready", "protocol_version": 1, "sample_rate": 16000, "chunk_ms": 160.0,
+        "type": "ready", "protocol_version": 2, "sample_rate": 16000, "chunk_ms": 160.0,
         "right_context": 1,
     }  # fmt: skip
     assert encode(End()) == '{"type":"end"}'
+    assert encode(Finalize()) == '{"type":"finalize"}'
     assert encode(Reset(finalize=False)) == '{"type":"reset","finalize":false}'
 
 
@@ -45,6 +47,8 @@ def test_server_messages_are_the_seeds_json():
         ('{"type": "reset", "finalize": false}', Reset(False)),
         ('{"type": "reset"}', Reset(True)),  # the seed's reset was always a hard one
         ('{"type": "end"}', End()),
+        ('{"type": "finalize"}', Finalize()),
+        ('{"type": "finalize", "finalize": false}', Finalize()),  # unknown fields ignored
         ('{"type": "end", "finalize": false, "extra": 1}', End()),  # unknown fields ignored
     ],
 )
@@ -58,8 +62,8 @@ def test_parse_client_messages(text, message):
         ("hello", "text frames must be JSON messages (Expecting value: line 1 column 1 "
                   "(char 0)); send audio as binary frames"),
         ("3", 'a message must be a JSON object with a "type" field, got int'),
-        ('{"finalize": true}', 'message has no "type" field; expected one of reset, end'),
-        ('{"type": 7}', "unknown message type 7; expected one of reset, end"),
+        ('{"finalize": true}', 'message has no "type" field; expected one of finalize, reset, end'),
+        ('{"type": 7}', "unknown message type 7; expected one of finalize, reset, end"),
         ('{"type": "reset", "finalize": 1}', '"finalize" must be true or false, got 1'),
         ("[" * 100_000, None),  # nesting deeper than the JSON parser's recursion limit
     ],
@@ -99,7 +103,7 @@ def test_parse_client_message_never_fails_unexpectedly(text):
     except ProtocolError as exc:
         assert str(exc)
     else:
-        assert isinstance(message, Reset | End)
+        assert isinstance(message, Finalize | Reset | End)
 
 
 def test_protocol_and_client_import_without_torch():

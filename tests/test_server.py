@@ -62,7 +62,7 @@ async def test_seed_style_session(server, audio):
     """ready -> interims (each a new text, never final) -> final on end, with raw websockets."""
     async with websockets.connect(server.url, additional_headers=headers()) as ws:
         assert json.loads(await ws.recv()) == {
-            "type": "ready", "protocol_version": 1, "sample_rate": 16000, "chunk_ms": 160.0,
+            "type": "ready", "protocol_version": 2, "sample_rate": 16000, "chunk_ms": 160.0,
             "right_context": 1,
         }  # fmt: skip
         for frame in frames(audio[0], 16000):  # the seed's client sent 500 ms frames
@@ -95,11 +95,11 @@ async def test_soft_reset_keeps_state(server, audio):
     assert events[-1] == Transcript(SENTENCES[1], is_final=True, finalize=True)
 
 
-async def test_hard_reset_then_next_utterance_on_same_stream(server, audio):
+async def test_reset_then_next_utterance_on_same_stream(server, audio):
     """The next utterance's audio may follow the reset at once; its final holds only itself."""
     async with await AsrClient.connect(server.url, token=TOKEN) as client:
         await send(client, audio[2])
-        await client.finalize()
+        await client.reset()
         await send(client, audio[3])  # arrives while the first utterance is finalizing
         await client.end()
         first = await events_until_final(client)
@@ -134,8 +134,8 @@ async def test_malformed_messages_get_clear_errors_and_stream_survives(server, a
         "not json": "text frames must be JSON messages (Expecting value: line 1 column 1 "
         "(char 0)); send audio as binary frames",
         "[1, 2]": 'a message must be a JSON object with a "type" field, got list',
-        "{}": 'message has no "type" field; expected one of reset, end',
-        '{"type": "flush"}': 'unknown message type "flush"; expected one of reset, end',
+        "{}": 'message has no "type" field; expected one of finalize, reset, end',
+        '{"type": "flush"}': 'unknown message type "flush"; expected one of finalize, reset, end',
         '{"type": "reset", "finalize": "yes"}': '"finalize" must be true or false, got "yes"',
         "": "text frames must be JSON messages (Expecting value: line 1 column 1 (char 0)); "
         "send audio as binary frames",

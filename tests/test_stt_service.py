@@ -20,7 +20,7 @@ from pipecat.metrics.metrics import STTUsageMetricsData
 from server_fixtures import TOKEN, running_server
 
 from nemotron_speech.llm.server import free_port
-from nemotron_speech.protocol import Reset, encode
+from nemotron_speech.protocol import Finalize, Ready, Reset, encode
 from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
 from nemotron_speech.services.stt import NemotronSTTService, _ReplayLog
 from nemotron_speech.testing.sentences import SENTENCES
@@ -137,9 +137,9 @@ def test_replay_log_keeps_what_the_server_has_not_finalized():
     log = _ReplayLog(max_bytes=8)
     log.add(b"ab")
     log.add(b"cd")
-    log.add(Reset())
+    log.add(Finalize())
     log.add(b"ef")
-    assert list(log.messages(3)) == [b"abc", b"d", encode(Reset()), b"ef"]
+    assert list(log.messages(3)) == [b"abc", b"d", Finalize(), b"ef"]
     log.confirm_final()  # the first utterance is final: only what follows its reset is left
     assert list(log.messages(3)) == [b"ef"]
     log.add(b"0123456789")  # over the bound: the oldest audio goes first
@@ -155,3 +155,34 @@ def test_websocket_service_imports_without_torch():
         "assert 'torch' not in sys.modules and 'nemo' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_finalize_goes_to_old_servers_as_the_seeds_reset():
+    """A protocol version 1 server knows no `finalize`: it gets a reset instead."""
+    wire = NemotronSTTService._wire
+    assert wire(Finalize(), Ready(protocol_version=2)) == encode(Finalize())
+    assert wire(Finalize(), Ready(protocol_version=1)) == encode(Reset())
+    assert wire(Reset(), Ready(protocol_version=1)) == encode(Reset())
+    assert wire(b"pcm", None) == b"pcm"
+
+
+def test_connection_arguments_as_pipecat_services_take_them(server):
+    assert NemotronSTTService(url="ws://gpu:8080")._settings.url == "ws://gpu:8080"
+    assert NemotronSTTService()._settings.url == "ws://localhost:8080"
+    settings = NemotronSTTService.Settings(url="ws://other:8080")
+    assert NemotronSTTService(url="ws://gpu:8080", settings=settings)._settings.url == (
+        "ws://other:8080"
+    )
+    with pytest.raises(TypeError, match="unexpected keyword argument.*: ur1"):
+        NemotronSTTService(ur1="ws://gpu:8080")
+    NemotronSTTService(url=server.url, reconnect_on_error=False, name="stt")  # pipecat's own
+
+
+async def test_url_argument_is_where_the_service_connects(server, speech_wavs):
+    """`url=` is used, not just stored (it used to be dropped, and localhost was dialled)."""
+    audio, _ = conversation([speech_wavs[11]])
+    stt = NemotronSTTService(url=server.url, auth_token=TOKEN)
+    down, _ = await run_stt(
+        stt, lambda tap: chain(paced(audio), wait_for(lambda: len(tap.finals) == 1, 10))
+    )
+    assert [frame.text for frame in of_type(down, TranscriptionFrame)] == [SENTENCES[11]]

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from nemotron_speech.protocol import (
     End,
     Error,
+    Finalize,
     ProtocolError,
     Ready,
     Reset,
@@ -94,15 +95,20 @@ class AsrClient:
         await self._send(pcm16)
 
     async def flush(self) -> None:
-        """Soft finalize: the server answers with the current text (`finalize=False`), no reset."""
+        """The server answers with the current text (`finalize=False`); nothing changes."""
         await self._send(encode(Reset(finalize=False)))
 
     async def finalize(self) -> None:
-        """Hard finalize: the server answers with the utterance's final text and starts over."""
+        """The server answers with the words since the last final and keeps the stream's
+        context (a pause inside a turn); audio may follow at once. Needs protocol version 2."""
+        await self._send(encode(Finalize()))
+
+    async def reset(self) -> None:
+        """The server answers with the words since the last final and starts a clean stream."""
         await self._send(encode(Reset(finalize=True)))
 
     async def end(self) -> None:
-        """End of audio: a hard finalize; the stream stays usable until `close()`."""
+        """End of audio: a reset; the stream stays usable until `close()`."""
         await self._send(encode(End()))
 
     async def recv(self) -> Transcript | Error:

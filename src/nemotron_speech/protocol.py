@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the `finalize` message
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2  # bytes per PCM16 sample
 
@@ -41,10 +41,19 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
+class Finalize:
+    """End of an utterance inside a conversation (protocol version 2): the server pads
+    right-context silence, sends the words not yet final, and keeps the stream's context, so
+    words after a pause are recognised as in an uninterrupted stream. Audio may follow at once."""
+
+    type: str = "finalize"
+
+
+@dataclass(frozen=True)
 class Reset:
-    """End of an utterance. Hard (`finalize=True`, the seed's default): the server pads
-    right-context silence, sends the words not yet final and starts a clean utterance. Soft
-    (`finalize=False`): the server sends the current text and keeps all state."""
+    """`finalize=True` (the seed's default) resets: the server pads right-context silence, sends
+    the words not yet final and starts a clean stream. `finalize=False` flushes: the server sends
+    the current text and keeps all state."""
 
     finalize: bool = True
     type: str = "reset"
@@ -52,12 +61,12 @@ class Reset:
 
 @dataclass(frozen=True)
 class End:
-    """End of the audio: a hard finalize. The stream stays usable until the client closes."""
+    """End of the audio: a reset. The stream stays usable until the client closes."""
 
     type: str = "end"
 
 
-ClientMessage = Reset | End
+ClientMessage = Finalize | Reset | End
 
 
 # -- server -> client ------------------------------------------------------------------------
@@ -77,8 +86,8 @@ class Ready:
 @dataclass(frozen=True)
 class Transcript:
     """Text of the current utterance. Interims (`is_final=False`) come only when the text changes.
-    Finals answer a reset or end: `finalize=True` for a hard finalize (the whole utterance since
-    the previous hard final), `finalize=False` for a soft one (state kept)."""
+    Finals answer a finalize, reset or end with `finalize=True` (the words since the previous
+    such final), and a flush with `finalize=False` (the current text; nothing changes)."""
 
     text: str
     is_final: bool = False
@@ -120,7 +129,9 @@ def parse_client_message(text: str) -> ClientMessage:
         return Reset(finalize=finalize)
     if kind == "end":
         return End()
-    raise ProtocolError(_unknown_type(kind, ("reset", "end")))
+    if kind == "finalize":
+        return Finalize()
+    raise ProtocolError(_unknown_type(kind, ("finalize", "reset", "end")))
 
 
 def parse_server_message(text: str) -> ServerMessage:

@@ -176,8 +176,8 @@ class AsrEngine:
     def feed(self, stream_id: int, pcm16: bytes) -> None:
         """Buffer PCM16 little-endian 16 kHz mono audio; computation happens in `step()`."""
         stream = self._stream(stream_id)
-        if stream.finalizing:
-            raise AsrError(f"stream {stream_id} is finalizing; wait for its final transcript")
+        if stream.resetting:
+            raise AsrError(f"stream {stream_id} is resetting; wait for its final transcript")
         if stream.pending_samples + len(pcm16) // 2 > self.max_buffered_samples:
             raise BufferFullError(
                 f"stream {stream_id} has {stream.pending_samples / SAMPLE_RATE:.1f} s of audio "
@@ -195,19 +195,26 @@ class AsrEngine:
         return self._stream(stream_id).pending_samples / SAMPLE_RATE
 
     def flush(self, stream_id: int) -> str:
-        """The current text of the utterance; changes nothing (a soft finalize)."""
+        """The current text of the utterance; changes nothing."""
         return self._stream(stream_id).reported_text
 
-    def request_finalize(self, stream_id: int) -> None:
+    def request_finalize(self, stream_id: int, reset: bool = False) -> None:
         """End the utterance: pad right-context silence; a later `step()` returns the final
-        `Transcript` once the stream's remaining audio is processed, then the stream is clean."""
+        `Transcript` (the exact words since the previous final) once the audio received so far
+        and the padding are processed.
+
+        Without `reset` the stream keeps its left context and decoder state: the padding is
+        heard as part of a pause, audio fed meanwhile follows it, and words after a pause are
+        recognised as in an uninterrupted stream. With `reset` the audio ends at the padding
+        (no feeding until the final) and the stream then starts clean.
+        """
         stream = self._stream(stream_id)
         if not stream.finalizing:
-            stream.begin_finalize(self.finalize_padding_samples)
+            stream.begin_finalize(self.finalize_padding_samples, reset)
 
-    def finalize(self, stream_id: int) -> Transcript:
-        """Hard finalize one stream now and return its final transcript (other streams wait)."""
-        self.request_finalize(stream_id)
+    def finalize(self, stream_id: int, reset: bool = False) -> Transcript:
+        """Finalize one stream now and return its final transcript (other streams wait)."""
+        self.request_finalize(stream_id, reset)
         while True:
             for transcript in self.step(only=(stream_id,)):
                 if transcript.is_final:
@@ -297,7 +304,7 @@ class AsrEngine:
                 cache_last_channel=channel,
                 cache_last_time=time_cache,
                 cache_last_channel_len=channel_len,
-                keep_all_outputs=any(stream.finalizing for stream in streams),
+                keep_all_outputs=any(stream.resetting for stream in streams),
                 drop_extra_pre_encoded=drop,
             )
         )
@@ -319,11 +326,15 @@ class AsrEngine:
         return results
 
     def _complete(self, stream: StreamState) -> Transcript:
-        """Deliver the utterance's final text and start the stream over."""
+        """Deliver the utterance's final text; then start the next utterance, in the same
+        context or (after a reset) from clean caches."""
         tokens = tuple(stream.token_ids)
         text = self._decoder.text(stream.token_ids) if tokens else ""
-        stream.reset()
-        self._slots.clear(stream.slot)
+        if stream.resetting:
+            stream.reset()
+            self._slots.clear(stream.slot)
+        else:
+            stream.commit()
         return Transcript(stream.stream_id, text, is_final=True, token_ids=tokens)
 
     def _stream(self, stream_id: int) -> StreamState:
@@ -343,7 +354,7 @@ class AsrEngine:
                 stream.add_samples(samples[start : start + packet_samples])
                 while stream.has_chunk():
                     self.step(only=(stream_id,))
-            return self.finalize(stream_id)
+            return self.finalize(stream_id, reset=True)
         finally:
             self.close(stream_id)
 

@@ -2,8 +2,10 @@
 
 Exact chunking (what makes streaming equal offline): a stream's first step takes `first_chunk`
 mel frames with no history and drops nothing; every later step takes `pre_encode_cache` frames of
-history plus `chunk` new frames and drops `drop_extra_pre_encoded` encoder frames. At the end of a
-stream the remaining frames, however few, form the last chunk.
+history plus `chunk` new frames and drops `drop_extra_pre_encoded` encoder frames. At a reset the
+remaining frames, however few, form the last chunk. A finalize that keeps context pads silence up
+to a chunk boundary instead, so every chunk stays whole and the stream goes on as if the padding
+had been part of the pause.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ class StreamState:
         self.token_ids: list[int] = []
         self.reported_tokens = 0
         self.reported_text = ""
+        self.finalizing = False  # a final is due once the audio up to the request is processed
+        self.resetting = False  # ... and then the stream starts clean (the audio ends there)
+        self._final_frame = 0  # a context-keeping finalize's final falls at this frame
+
+    def commit(self) -> None:
+        """After a context-keeping final: the next utterance starts, caches and audio go on."""
+        self.token_ids = []
+        self.reported_tokens = 0
+        self.reported_text = ""
         self.finalizing = False
 
     def add_pcm16(self, data: bytes) -> None:
@@ -77,12 +88,30 @@ class StreamState:
             self._pending_converted += usable // 2
             del self._pcm[:usable]
 
-    def begin_finalize(self, padding_samples: int) -> None:
-        """Pad silence so the last words get their right context, and mark the end of audio."""
+    def begin_finalize(self, padding_samples: int, reset: bool) -> None:
+        """Pad silence so the last words get their right context, and mark where the final is.
+
+        A reset ends the audio after `padding_samples` (its last chunk may be short). Otherwise
+        the padding is ordinary audio: at least one chunk of it, up to the next chunk boundary,
+        with the final due at that boundary; audio that arrives later follows the padding.
+        """
         self._convert_pcm()
-        self._pcm.clear()  # a dangling odd byte is not a sample
-        self.add_samples(np.zeros(padding_samples, dtype=np.float32))
-        self.finalizing = True
+        self.finalizing, self.resetting = True, reset
+        if reset:
+            self._pcm.clear()  # a dangling odd byte is not a sample
+            self.add_samples(np.zeros(padding_samples, dtype=np.float32))
+            return
+        geometry = self._geometry
+        self._final_frame = self._chunk_boundary(self.total_samples // geometry.hop_samples)
+        # samples for that frame to exist without ending the audio (its window's right half)
+        needed = (self._final_frame - 1) * geometry.hop_samples + geometry.window_samples // 2
+        self.add_samples(np.zeros(max(0, needed - self.total_samples), dtype=np.float32))
+
+    def _chunk_boundary(self, frames: int) -> int:
+        """The first chunk boundary at least one chunk past `frames` (frames of real audio)."""
+        first, chunk = self._geometry.first_chunk, self._geometry.chunk
+        target = frames + chunk
+        return first if target <= first else first + -(-(target - first) // chunk) * chunk
 
     @property
     def total_samples(self) -> int:
@@ -90,19 +119,21 @@ class StreamState:
 
     def frames_ready(self) -> int:
         """Mel frames that exist (or could be computed now) but are not yet in a chunk."""
-        return self._mel.frames_available(self.total_samples, self.finalizing) - self._frames_cut
+        return self._mel.frames_available(self.total_samples, self.resetting) - self._frames_cut
 
     def needs_final(self) -> bool:
-        return self.finalizing and self.frames_ready() == 0
+        if not self.finalizing:
+            return False
+        return self.frames_ready() == 0 if self.resetting else self._frames_cut >= self._final_frame
 
     def has_chunk(self) -> bool:
-        """A full chunk is ready, or, when finalizing, any remainder."""
+        """A full chunk is ready, or, when resetting, any remainder."""
         ready = self.frames_ready()
         if self.steps == 0:
             need, least = self._geometry.first_chunk, self._geometry.min_first
         else:
             need, least = self._geometry.chunk, 1
-        return ready >= need or (self.finalizing and ready >= least)
+        return ready >= need or (self.resetting and ready >= least)
 
     def plan_features(self) -> np.ndarray | None:
         """The audio segment whose log-mel holds this stream's new frames (None: nothing new)."""
@@ -111,7 +142,7 @@ class StreamState:
             return None
         samples = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_converted = [], 0
-        return self._mel.plan(samples, final=self.finalizing)
+        return self._mel.plan(samples, final=self.resetting)
 
     def accept_features(self, segment_features: np.ndarray) -> None:
         new = self._mel.accept(segment_features)

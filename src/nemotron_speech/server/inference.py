@@ -8,9 +8,12 @@ call), sends the results back to the event loop, and repeats. While the engine h
 thread sleeps on the queue.
 
 Ordering: commands of one stream are applied in the order they were sent, and results reach the
-connection in the order they were produced. While a stream is finalizing (the engine accepts no
-audio then) its later commands wait and are replayed when the final is out, so a client may
-stream the next utterance without waiting for the previous final.
+connection in the order they were produced. While a stream is finalizing, its next finalize, flush
+or reset waits and is replayed when the final is out (each request gets its own final), and so
+does everything sent after it; audio sent during a context-keeping finalize goes straight to the
+engine, which queues it after the padding, while audio sent during a reset waits (the engine
+accepts none until the stream is clean). Either way a client may stream the next utterance
+without waiting for the previous final.
 """
 
 from __future__ import annotations
@@ -56,10 +59,15 @@ class _Feed:
 
 
 @dataclass(frozen=True)
-class _Reset:
+class _Finalize:
     stream_id: int
-    finalize: bool
+    reset: bool
     received_at: float
+
+
+@dataclass(frozen=True)
+class _Flush:
+    stream_id: int
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,9 @@ class _Stream:
     """What the thread keeps per stream besides the engine's own state."""
 
     sink: Sink
-    finalize_requested_at: float | None = None  # set while a hard finalize is in progress
-    deferred: list[_Feed | _Reset] = field(default_factory=list)  # waiting for the final
+    finalize_requested_at: float | None = None  # set while a finalize is in progress
+    resetting: bool = False  # ... and it is a reset: the engine takes no audio until the final
+    deferred: list[_Feed | _Finalize | _Flush] = field(default_factory=list)  # wait for the final
     deferred_bytes: int = 0  # audio among `deferred`, bounded like the engine's buffer
     failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
 
@@ -113,8 +122,13 @@ class InferenceWorker:
     def feed(self, stream_id: int, data: bytes) -> None:
         self._commands.put(_Feed(stream_id, data))
 
-    def reset(self, stream_id: int, finalize: bool) -> None:
-        self._commands.put(_Reset(stream_id, finalize, time.perf_counter()))
+    def finalize(self, stream_id: int, reset: bool = False) -> None:
+        """The words since the last final; `reset` then starts the stream clean."""
+        self._commands.put(_Finalize(stream_id, reset, time.perf_counter()))
+
+    def flush(self, stream_id: int) -> None:
+        """The current text; nothing changes."""
+        self._commands.put(_Flush(stream_id))
 
     def close(self, stream_id: int) -> None:
         self._commands.put(_Close(stream_id))
@@ -199,7 +213,7 @@ class InferenceWorker:
         stream = self._streams.get(command.stream_id)
         if stream is None or stream.failed:
             return
-        if stream.finalize_requested_at is not None:
+        if self._must_wait(stream, command):
             if isinstance(command, _Feed):
                 stream.deferred_bytes += len(command.data)
                 if stream.deferred_bytes > 2 * self.engine.max_buffered_samples:
@@ -208,11 +222,21 @@ class InferenceWorker:
             stream.deferred.append(command)
         elif isinstance(command, _Feed):
             self._feed(command.stream_id, stream, command.data)
-        elif command.finalize:
-            self.engine.request_finalize(command.stream_id)
+        elif isinstance(command, _Finalize):
+            self.engine.request_finalize(command.stream_id, reset=command.reset)
             stream.finalize_requested_at = command.received_at
+            stream.resetting = command.reset
         else:
-            self._soft_final(command.stream_id, stream)
+            self._flush(command.stream_id, stream)
+
+    @staticmethod
+    def _must_wait(stream: _Stream, command) -> bool:
+        """Whether `command` waits for the final in progress (see the module's ordering)."""
+        if stream.deferred:
+            return True
+        if stream.finalize_requested_at is None:
+            return False
+        return stream.resetting or not isinstance(command, _Feed)
 
     def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
         # the engine package (torch, NeMo) is imported on this thread with the model, so the
@@ -279,15 +303,15 @@ class InferenceWorker:
             self._metrics.finalize_seconds.observe(
                 time.perf_counter() - stream.finalize_requested_at
             )
-        stream.finalize_requested_at = None
+        stream.finalize_requested_at, stream.resetting = None, False
         deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
         for command in deferred:
             self._apply(command)
 
-    def _soft_final(self, stream_id: int, stream: _Stream) -> None:
-        """Answer a soft reset with the text of all audio received before it (up to the last
-        full chunk): first step this stream alone through its backlog, usually nothing or one
-        chunk, then report its text and leave its state as it is."""
+    def _flush(self, stream_id: int, stream: _Stream) -> None:
+        """Answer a flush with the text of all audio received before it (up to the last full
+        chunk): first step this stream alone through its backlog, usually nothing or one chunk,
+        then report its text and leave its state as it is."""
         while self._step(only=(stream_id,)):
             pass
         if stream.failed:

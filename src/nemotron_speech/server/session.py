@@ -20,10 +20,11 @@ from websockets.exceptions import ConnectionClosed
 
 from nemotron_speech.protocol import (
     CloseCode,
-    End,
     Error,
+    Finalize,
     ProtocolError,
     Ready,
+    Reset,
     Transcript,
     encode,
     parse_client_message,
@@ -60,7 +61,7 @@ class Session:
         self._idle_timeout = idle_timeout
         self._outbox: asyncio.Queue[Event | Ready] = asyncio.Queue()
         self._stream_id: int | None = None
-        self._final_sent = asyncio.Event()  # set after each hard final is written
+        self._final_sent = asyncio.Event()  # set after each final is written
         self._last_message = 0.0  # loop time of the last message received
 
     async def run(self) -> None:
@@ -81,11 +82,11 @@ class Session:
                 watchdog.cancel()
 
     async def shutdown(self, timeout: float) -> None:
-        """Hard-finalize the stream, send its final text, then close with 1001."""
+        """Reset the stream, send its final text, then close with 1001."""
         if self.state is State.STREAMING and self._stream_id is not None:
             self.state = State.CLOSING
             self._final_sent.clear()
-            self._worker.reset(self._stream_id, finalize=True)
+            self._worker.finalize(self._stream_id, reset=True)
             try:
                 await asyncio.wait_for(self._final_sent.wait(), timeout)
             except TimeoutError:
@@ -108,8 +109,12 @@ class Session:
                     self._metrics.client_errors.inc(label="bad_message")
                     self._outbox.put_nowait(Error(str(exc)))
                     continue
-                finalize = True if isinstance(command, End) else command.finalize
-                self._worker.reset(self._stream_id, finalize=finalize)
+                if isinstance(command, Finalize):
+                    self._worker.finalize(self._stream_id)
+                elif isinstance(command, Reset) and not command.finalize:
+                    self._worker.flush(self._stream_id)
+                else:  # a reset, or the end of the audio
+                    self._worker.finalize(self._stream_id, reset=True)
         except ConnectionClosed as closed:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._metrics.client_errors.inc(label="too_big")

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import inspect
+
 from pipecat.audio.utils import create_stream_resampler
-from pipecat.frames.frames import InterimTranscriptionFrame, TranscriptionFrame
+from pipecat.frames.frames import (
+    Frame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.stt_service import STTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
+from nemotron_speech.protocol import SAMPLE_RATE
+
 MODEL_NAME = "nemotron-speech-streaming"
-SAMPLE_RATE = 16_000  # what the model (and the server protocol) takes
+RESET_AFTER_SECS = 1.0  # pauses up to this long keep the ASR context (see `_reset_due`)
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def reject_unknown_kwargs(service: type, kwargs: dict) -> None:
+    """Raise `TypeError` for keyword arguments that no `__init__` along `service`'s MRO names.
+
+    pipecat's base classes accept and drop any keyword, so a misspelt or misplaced argument
+    (`NemotronSTTService(urll=...)`) would otherwise be ignored without a word.
+    """
+    known = {
+        parameter.name
+        for cls in service.__mro__
+        if "__init__" in cls.__dict__
+        for parameter in inspect.signature(cls.__dict__["__init__"]).parameters.values()
+        if parameter.kind in _NAMED
+    }
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"{service.__name__} got unexpected keyword argument(s): {', '.join(unknown)}"
+        )
 
 
 class TranscriptFramesMixin(STTService):
@@ -23,6 +55,34 @@ class TranscriptFramesMixin(STTService):
 
     _last_interim: str = ""
     _resampler = None
+    _reset_after_secs: float | None = RESET_AFTER_SECS
+    _quiet_secs: float | None = None  # audio since the VAD stop; None: speaking, or reset done
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Count the audio after a VAD stop; stop counting when the user speaks again."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._quiet_secs = None
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._quiet_secs = 0.0
+
+    def _reset_due(self, audio: bytes) -> bool:
+        """True once the user has been quiet for `reset_after_secs` of audio since the VAD stop.
+
+        A finalize keeps the stream's context, which is right for a pause inside a turn; a
+        longer silence ends the utterance, and the next one starts from clean state. (A
+        transducer's prediction network changes only when it emits a token, so no amount of
+        silence clears it: the generated model recognises nothing after a finished sentence
+        in one stream, even 6 s later.) The reset happens in silence, after the final is out,
+        so it costs no latency.
+        """
+        if self._quiet_secs is None or self._reset_after_secs is None:
+            return False
+        self._quiet_secs += len(audio) / (2 * SAMPLE_RATE)
+        if self._quiet_secs < self._reset_after_secs:
+            return False
+        self._quiet_secs = None
+        return True
 
     async def _to_model_rate(self, audio: bytes) -> bytes:
         """Pipelines may run at any input rate; the model takes 16 kHz."""

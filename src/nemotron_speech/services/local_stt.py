@@ -27,7 +27,12 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.transcriptions.language import Language
 
-from nemotron_speech.services.common import MODEL_NAME, TranscriptFramesMixin
+from nemotron_speech.services.common import (
+    MODEL_NAME,
+    RESET_AFTER_SECS,
+    TranscriptFramesMixin,
+    reject_unknown_kwargs,
+)
 from nemotron_speech.services.latency import NEMOTRON_LOCAL_TTFS_P99
 
 if TYPE_CHECKING:
@@ -46,7 +51,8 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
 
     Interims become `InterimTranscriptionFrame`s when the text changes; on
     `VADUserStoppedSpeakingFrame` the utterance is finalized (right-context silence padded) and
-    pushed as one `TranscriptionFrame(finalized=True)`, then the stream starts clean.
+    pushed as one `TranscriptionFrame(finalized=True)`; the stream keeps its context, so a pause
+    inside the user's turn costs no words, until `reset_after_secs` of silence reset it.
 
     Example::
 
@@ -67,6 +73,7 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
         sample_rate: int | None = None,
         settings: Settings | None = None,
         ttfs_p99_latency: float = NEMOTRON_LOCAL_TTFS_P99,
+        reset_after_secs: float | None = RESET_AFTER_SECS,
         **kwargs,
     ):
         """Initialize the service with a model to load or an engine to take over.
@@ -83,8 +90,11 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             settings: Runtime-updatable settings.
             ttfs_p99_latency: P99 from speech end to final transcript, in seconds (measured, see
                 `services/latency.py`; measure your own GPU and model).
-            **kwargs: Passed to `STTService`.
+            reset_after_secs: Silence after a VAD stop (seconds of audio) after which the
+                stream is reset; shorter pauses keep the ASR context. None: never reset.
+            **kwargs: Passed to `STTService`; a keyword it does not take is a `TypeError`.
         """
+        reject_unknown_kwargs(NemotronLocalSTTService, kwargs)
         if (model_path is None) == (engine is None):
             raise ValueError("pass exactly one of model_path= and engine=")
         default_settings = self.Settings(model=MODEL_NAME, language=Language.EN)
@@ -96,6 +106,7 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             settings=default_settings,
             **kwargs,
         )
+        self._reset_after_secs = reset_after_secs
         self._model_path = model_path
         self._right_context = right_context
         self._device = device
@@ -135,6 +146,9 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             audio = await self._to_model_rate(audio)
             for transcript in await self._on_engine_thread(self._feed, audio):
                 await self._push_interim(transcript.text, transcript)
+            if self._reset_due(audio):
+                final = await self._on_engine_thread(self._finalize, True)
+                await self._push_final(final.text, final)
         yield None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -142,7 +156,7 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
         await super().process_frame(frame, direction)
         if isinstance(frame, VADUserStoppedSpeakingFrame) and self._stream_id is not None:
             self.request_finalize()
-            final = await self._on_engine_thread(self._finalize)
+            final = await self._on_engine_thread(self._finalize, False)
             await self._push_final(final.text, final)
 
     async def _on_engine_thread(self, function: Callable[..., T], *args) -> T:
@@ -186,5 +200,5 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             if not engine.last_step.batch_size:
                 return results
 
-    def _finalize(self) -> Transcript:
-        return self._engine.finalize(self._stream_id)
+    def _finalize(self, reset: bool) -> Transcript:
+        return self._engine.finalize(self._stream_id, reset=reset)

@@ -26,6 +26,7 @@ from websockets.protocol import State
 from nemotron_speech.protocol import (
     SAMPLE_RATE,
     Error,
+    Finalize,
     ProtocolError,
     Ready,
     Reset,
@@ -33,10 +34,17 @@ from nemotron_speech.protocol import (
     encode,
     parse_server_message,
 )
-from nemotron_speech.services.common import MODEL_NAME, TranscriptFramesMixin
+from nemotron_speech.services.common import (
+    MODEL_NAME,
+    RESET_AFTER_SECS,
+    TranscriptFramesMixin,
+    reject_unknown_kwargs,
+)
 from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
 
 REPLAY_FRAME_BYTES = 64 * 1024  # 2 s per frame: well under the server's 256 KiB message limit
+DEFAULT_URL = "ws://localhost:8080"
+Control = Finalize | Reset  # the finalize requests the service sends
 
 
 @dataclass
@@ -58,7 +66,10 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
     Audio goes out as PCM16 16 kHz frames; the server's interims become
     `InterimTranscriptionFrame`s. On `VADUserStoppedSpeakingFrame` the service asks the server to
     finalize, and the answer becomes one `TranscriptionFrame(finalized=True)`, which lets the
-    user-turn strategies end the turn at once instead of waiting `ttfs_p99_latency`.
+    user-turn strategies end the turn at once instead of waiting `ttfs_p99_latency`. The
+    finalize keeps the stream's context (a VAD stop may be a pause inside the user's turn, and a
+    reset there costs the words after it); after `reset_after_secs` of silence the stream is
+    reset, and a new connection starts clean.
 
     A dropped connection is re-opened by pipecat's `WebsocketService` machinery; whatever the
     server had not finalized (audio and finalize requests, bounded by `max_replay_secs`) is sent
@@ -67,8 +78,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
     Example::
 
         stt = NemotronSTTService(
-            settings=NemotronSTTService.Settings(url="ws://gpu-box:8080"),
-            auth_token=os.environ.get("ASR_AUTH_TOKEN"),
+            url="ws://gpu-box:8080", auth_token=os.environ.get("ASR_AUTH_TOKEN")
         )
     """
 
@@ -78,10 +88,12 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
     def __init__(
         self,
         *,
+        url: str | None = None,
         auth_token: str | None = None,
         sample_rate: int | None = None,
         settings: Settings | None = None,
         ttfs_p99_latency: float = NEMOTRON_TTFS_P99,
+        reset_after_secs: float | None = RESET_AFTER_SECS,
         max_replay_secs: float = 20.0,
         ready_timeout: float = 10.0,
         reconnect_attempts: int = 8,
@@ -90,6 +102,8 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         """Initialize the service.
 
         Args:
+            url: WebSocket URL of the ASR server (default ws://localhost:8080); a `url` in
+                `settings` wins, and `settings` is where to change it at runtime.
             auth_token: Bearer token the server was started with (`--auth-token`). Kept out of
                 the settings, like every pipecat API key, because settings are logged.
             sample_rate: Input sample rate; audio at any rate is resampled to 16 kHz.
@@ -97,15 +111,19 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
             ttfs_p99_latency: P99 from speech end to final transcript, in seconds. The default was
                 measured with `benchmarks/services.py` (see `services/latency.py`); measure your
                 own deployment (GPU, model, right context) and pass it.
+            reset_after_secs: Silence after a VAD stop (seconds of audio) after which the
+                stream is reset; shorter pauses keep the ASR context. None: never reset.
             max_replay_secs: Most audio kept for replay after a reconnect.
             ready_timeout: Seconds to wait for the server's `ready` after connecting.
             reconnect_attempts: Attempts before giving up on a lost connection. More than
                 pipecat's 3: a restarting server loads its model first (answering 1013), which
                 takes longer than three back-off waits.
-            **kwargs: Passed to `WebsocketSTTService` (reconnect back-off, keepalive...).
+            **kwargs: Passed to `WebsocketSTTService` (reconnect back-off, keepalive...);
+                a keyword none of pipecat's base classes takes is a `TypeError`.
         """
+        reject_unknown_kwargs(NemotronSTTService, kwargs)
         default_settings = self.Settings(
-            model=MODEL_NAME, language=Language.EN, url="ws://localhost:8080"
+            model=MODEL_NAME, language=Language.EN, url=url or DEFAULT_URL
         )
         if settings is not None:
             default_settings.apply_update(settings)
@@ -116,6 +134,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
             **kwargs,
         )
         self._auth_token = auth_token
+        self._reset_after_secs = reset_after_secs
         self._ready_timeout = ready_timeout
         self._reconnect_attempts = reconnect_attempts
         self._replay = _ReplayLog(2 * int(max_replay_secs * SAMPLE_RATE))
@@ -140,8 +159,12 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         return changed
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        """Send audio; transcripts arrive on the receive task."""
-        await self._send(await self._to_model_rate(audio))
+        """Send audio (and a reset once a pause has become the end of the utterance);
+        transcripts arrive on the receive task."""
+        audio = await self._to_model_rate(audio)
+        await self._send(audio)
+        if self._reset_due(audio):
+            await self._send(Reset())
         yield None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -149,9 +172,9 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
         await super().process_frame(frame, direction)
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self.request_finalize()
-            await self._send(Reset(finalize=True))
+            await self._send(Finalize())
 
-    async def _send(self, message: bytes | Reset) -> None:
+    async def _send(self, message: bytes | Control) -> None:
         """Log `message` for replay, then send it if connected (a reconnect sends it otherwise)."""
         async with self._send_lock:
             self._replay.add(message)
@@ -160,7 +183,16 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
                 return
             # A closed connection is the receive loop's to notice; it reconnects and replays.
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(encode(message) if isinstance(message, Reset) else message)
+                await websocket.send(self._wire(message, self.server_ready))
+
+    @staticmethod
+    def _wire(message: bytes | Control, ready: Ready | None) -> bytes | str:
+        """A server older than protocol version 2 knows no `finalize`: it gets the seed's reset."""
+        if isinstance(message, bytes):
+            return message
+        if isinstance(message, Finalize) and ready is not None and ready.protocol_version < 2:
+            message = Reset()
+        return encode(message)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -213,9 +245,9 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
             raise ConnectionError(f"{url} sent {ready} instead of ready")
         async with self._send_lock:
             for message in self._replay.messages(REPLAY_FRAME_BYTES):
-                await websocket.send(message)
+                await websocket.send(self._wire(message, ready))
             self._websocket = websocket
-        self.server_ready = ready
+            self.server_ready = ready
         logger.debug(f"{self} connected to {url}: {ready}")
         await self._call_event_handler("on_connected")
 
@@ -271,11 +303,11 @@ class _ReplayLog:
 
     def __init__(self, max_bytes: int):
         self._max_bytes = max_bytes
-        self._items: deque[bytearray | Reset] = deque()
+        self._items: deque[bytearray | Control] = deque()
         self._audio_bytes = 0
 
-    def add(self, message: bytes | Reset) -> None:
-        if isinstance(message, Reset):
+    def add(self, message: bytes | Control) -> None:
+        if not isinstance(message, bytes):
             self._items.append(message)
             return
         if self._items and isinstance(self._items[-1], bytearray):
@@ -301,15 +333,15 @@ class _ReplayLog:
         (everything, when the server finalized on its own, as it does when shutting down)."""
         while self._items:
             item = self._items.popleft()
-            if isinstance(item, Reset):
+            if not isinstance(item, bytearray):
                 return
             self._audio_bytes -= len(item)
 
-    def messages(self, max_frame_bytes: int) -> Iterator[bytes | str]:
-        """The log as wire messages: audio in frames of at most `max_frame_bytes`."""
+    def messages(self, max_frame_bytes: int) -> Iterator[bytes | Control]:
+        """The log in order: audio in frames of at most `max_frame_bytes`, and requests."""
         for item in self._items:
-            if isinstance(item, Reset):
-                yield encode(item)
+            if not isinstance(item, bytearray):
+                yield item
                 continue
             for start in range(0, len(item), max_frame_bytes):
                 yield bytes(item[start : start + max_frame_bytes])

@@ -9,9 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from nemotron_speech.protocol import SAMPLE_RATE
 from nemotron_speech.testing.sentences import SENTENCES
-
-SAMPLE_RATE = 16000
 
 
 def require_tools() -> None:
@@ -52,10 +51,15 @@ def render(text: str, out: Path, words_per_minute: int = 150) -> Path:
     return out
 
 
+def words_per_minute(index: int) -> int:
+    """Speaking rate of sentence `index`: 140-170 wpm."""
+    return 140 + 10 * (index % 4)
+
+
 def render_all(out_dir: Path) -> list[Path]:
-    """Render every training sentence as `NN.wav`, speaking rate 140-170 wpm by index."""
+    """Render every training sentence as `NN.wav` at its speaking rate."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        render(text, out_dir / f"{index:02d}.wav", 140 + 10 * (index % 4))
+        render(text, out_dir / f"{index:02d}.wav", words_per_minute(index))
         for index, text in enumerate(SENTENCES)
     ]
