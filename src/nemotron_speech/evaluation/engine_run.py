@@ -103,7 +103,7 @@ def stream_set(
 
 def _finalize(engine: AsrEngine, stream_id: int) -> Decoded:
     started = time.perf_counter()
-    final = engine.finalize(stream_id)
+    final = engine.finalize(stream_id, reset=True)
     seconds = time.perf_counter() - started
     engine.close(stream_id)
     return Decoded(final.text, tuple(final.token_ids), seconds)
