@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from vllm_server import vllm_server_fixture  # noqa: F401  (one vLLM server for the whole session)
 
 # one thread: on 2 shared cores, two torch threads can make steps 10-30x slower
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -20,7 +20,6 @@ import urllib.request
 import pytest
 from browser import Chromium, find_chromium
 from server_fixtures import running_server
-from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 from voice_page import ROOT, SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
 from nemotron_speech.llm.server import free_port

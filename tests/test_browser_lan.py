@@ -46,7 +46,6 @@ from netns import (
     veth_lan,
 )
 from server_fixtures import running_server
-from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 from voice_page import SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
 from nemotron_speech.testing.sentences import SENTENCES

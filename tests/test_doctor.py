@@ -2,7 +2,8 @@
 
 Real: the ASR server on the test model, the fixture vLLM, files on disk, ports, espeak-ng, the bot
 as a subprocess. Stand-in: `nvidia-smi` (no NVIDIA driver on CI machines) is a script printing
-what the real one prints for the query the doctor sends, for a Spark, an H200 and an old driver.
+what the real one prints for the query the doctor sends: for a GB10 `[N/A]` memory (as quoted in
+XuehaiPan/nvitop PR #208), for an H200 the numbers a real one printed (docs/spark.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from server_fixtures import TOKEN, running_server, stop_process
-from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 
 from nemotron_speech import download
 from nemotron_speech.doctor import Options, run_checks

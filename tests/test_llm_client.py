@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 from standalone import run_example
-from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
 from nemotron_speech.llm.server import free_port
 from nemotron_speech.testing.fixture_llm import HELLO_REPLY, SYSTEM_PROMPT

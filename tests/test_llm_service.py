@@ -38,7 +38,6 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.tests.utils import run_test
 from pipecat.utils.types import NOT_GIVEN
-from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
 from nemotron_speech.llm.recipe import FIXTURE_MODEL_NAME
 from nemotron_speech.services.llm import NemotronLLMService

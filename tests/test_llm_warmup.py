@@ -20,7 +20,7 @@ import sys
 
 import pytest
 from test_docker_files import compose
-from vllm_server import VLLM_PYTHON_ENV, vllm_server_fixture  # noqa: F401 (registers vllm_server)
+from vllm_server import VLLM_PYTHON_ENV
 
 from nemotron_speech.llm.recipe import DEFAULT_PORT, SERVED_MODEL_NAME, build_command
 from nemotron_speech.llm.server import WARMUP_REQUEST, free_port

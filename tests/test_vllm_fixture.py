@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from vllm_server import vllm_server_fixture  # noqa: F401 - registers the `vllm_server` fixture
 
 from nemotron_speech.llm.server import free_port, is_healthy
 from nemotron_speech.testing.fixture_llm import (

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from pipecat.frames.frames import EndFrame
 from server_fixtures import pcm16, running_server
-from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
 
 from nemotron_speech.pipeline import contributions
 from nemotron_speech.pipeline.bot import build_bot

@@ -1,8 +1,6 @@
 """One real vLLM OpenAI server (CPU, fixture model) per test session, started through our recipe.
 
-Test modules that talk to vLLM import the fixture:
-
-    from vllm_server import vllm_server_fixture  # noqa: F401  (registers `vllm_server`)
+conftest.py registers the fixture once for every module, so tests just ask for it:
 
     @pytest.mark.slow
     def test_something(vllm_server):
@@ -13,6 +11,9 @@ The server needs the separate vLLM environment (`bash .ci/setup_vllm.sh`), found
 NEMOTRON_VLLM_PYTHON; when that variable is unset the tests using it are skipped, and when it is
 set but the server fails to start they fail (never a silent skip in CI). The fixture model only
 answers its scripted prompts: use `nemotron_speech.testing.fixture_llm.CASES`.
+
+Do not import the fixture into a test module: pytest would register a second "session" fixture
+for that module, start another vLLM (~30 s, ~3 GB) and keep it running until the session ends.
 """
 
 from __future__ import annotations
