@@ -84,7 +84,7 @@ async def calibrate(url: str, token: str | None, utterances: list[Utterance]) ->
     """Learn, for each sentence, after which 20 ms packet each interim text becomes available:
     stream it alone with a soft reset after every packet (the answer covers all complete chunks
     received). Under load the same texts arrive later; the difference is the lag."""
-    async with await AsrClient.connect(url, token=token) as client:
+    async with AsrClient.connect(url, token=token) as client:
         for utterance in utterances:
             for index, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
                 await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])

@@ -97,7 +97,7 @@ async def service_turns(stt) -> tuple[list[float], list[float]]:
 async def raw_client_finalize(url: str, token: str | None) -> list[float]:
     """Each sentence + 0.2 s of silence at real time, then finalize -> final."""
     times = []
-    async with await AsrClient.connect(url, token=token) as client:
+    async with AsrClient.connect(url, token=token) as client:
         for wav in WAVS:
             final = asyncio.get_running_loop().create_future()
             reader = asyncio.create_task(read_until_final(client, final))

@@ -27,14 +27,14 @@ def server(asr_model_path, tmp_path_factory):
 
 
 async def test_connect_waits_for_ready(server):
-    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
         assert client.ready == Ready(chunk_ms=160.0, right_context=1)
     assert client.close_code == 1000
 
 
 async def test_typed_events_soft_and_hard_finalize(server, speech_wavs):
     audio = pcm16(speech_wavs[11])
-    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
         for frame in frames(audio):
             await client.send_audio(frame)
         await client.flush()
@@ -58,7 +58,9 @@ async def test_iteration_ends_when_the_server_closes(server):
 
 async def test_connection_errors_say_why(server):
     port = free_port()
-    with pytest.raises(AsrConnectionError, match=f"cannot connect to ws://127.0.0.1:{port}"):
+    with pytest.raises(
+        AsrConnectionError, match=f"cannot connect to the ASR server at ws://127.0.0.1:{port}"
+    ):
         await AsrClient.connect(f"ws://127.0.0.1:{port}")
     with pytest.raises(AsrConnectionError, match="HTTP 401 wrong token") as error:
         await AsrClient.connect(server.url, token="nope")

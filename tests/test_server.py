@@ -82,7 +82,7 @@ async def test_seed_style_session(server, audio):
 
 async def test_soft_reset_keeps_state(server, audio):
     half = len(audio[1]) // 2 // 2 * 2
-    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
         for frame in frames(audio[1][:half]):
             await client.send_audio(frame)
         await client.flush()
@@ -97,7 +97,7 @@ async def test_soft_reset_keeps_state(server, audio):
 
 async def test_reset_then_next_utterance_on_same_stream(server, audio):
     """The next utterance's audio may follow the reset at once; its final holds only itself."""
-    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
         await send(client, audio[2])
         await client.reset()
         await send(client, audio[3])  # arrives while the first utterance is finalizing
@@ -141,7 +141,7 @@ async def test_malformed_messages_get_clear_errors_and_stream_survives(server, a
         "send audio as binary frames",
     }
     errors_before = server.metric('asr_client_errors_total{cause="bad_message"}')
-    async with await AsrClient.connect(server.url, token=TOKEN) as client:
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
         for text in bad:
             await client._websocket.send(text)
         replies = [await client.recv() for _ in bad]

@@ -3,7 +3,7 @@
 It needs only `websockets` (no torch, no NeMo), so the Pipecat STT service and the examples run
 where the model does not. Events are the typed messages of `nemotron_speech.protocol`:
 
-    async with await AsrClient.connect("ws://127.0.0.1:8080") as client:
+    async with AsrClient.connect("ws://127.0.0.1:8080") as client:
         await client.send_audio(pcm16)
         await client.end()
         async for event in client:
@@ -14,9 +14,12 @@ where the model does not. Events are the typed messages of `nemotron_speech.prot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from nemotron_speech.protocol import (
@@ -33,56 +36,95 @@ from nemotron_speech.protocol import (
 
 
 class AsrConnectionError(ConnectionError):
-    """The server refused the connection or closed it; `code`/`reason` say why when it said."""
+    """The server could not be reached, refused the connection or closed it.
+
+    `code` says why when the server said: the HTTP status of a refused handshake (401: wrong
+    token), or the WebSocket close code (1013: loading or at its stream limit; see
+    `CloseCode`), with the server's `reason` text.
+    """
 
     def __init__(self, message: str, code: int | None = None, reason: str = ""):
         super().__init__(message)
         self.code = code
         self.reason = reason
 
+    @property
+    def refused(self) -> bool:
+        """The server answered the handshake with an HTTP 4xx: retrying will not help."""
+        return self.code is not None and 400 <= self.code < 500
+
+
+async def open_stream(
+    url: str,
+    token: str | None = None,
+    *,
+    connect: Callable[..., Awaitable[ClientConnection]] = websockets_connect,
+    ready_timeout: float = 10.0,
+    **options: Any,
+) -> tuple[ClientConnection, Ready]:
+    """Open one stream: the WebSocket handshake with the bearer token, then the server's `ready`.
+
+    The one handshake of every client: `AsrClient` uses websockets' `connect`, the Pipecat STT
+    service passes its own (pipecat's, with the service's send and close timeouts). `options` go
+    to `connect`. Raises `AsrConnectionError` naming `url` and what the server said.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        # PCM barely compresses; deflate would only cost CPU on both ends
+        websocket = await connect(url, additional_headers=headers, compression=None, **options)
+    except InvalidStatus as exc:
+        response = exc.response
+        body = response.body.decode(errors="replace").strip()
+        raise AsrConnectionError(
+            f"the ASR server at {url} refused the connection: HTTP {response.status_code} "
+            f"{body}".strip(),
+            code=response.status_code,
+            reason=body,
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        raise AsrConnectionError(f"cannot connect to the ASR server at {url}: {exc}") from exc
+    try:
+        async with asyncio.timeout(ready_timeout):
+            first = parse_server_message(await websocket.recv())
+    except ConnectionClosed as exc:
+        raise _closed(exc, f"at {url} before it was ready") from None
+    except (TimeoutError, ProtocolError) as exc:
+        await websocket.close()
+        raise AsrConnectionError(f"{url} is not a ready ASR server: {exc!r}") from None
+    if not isinstance(first, Ready):
+        await websocket.close()
+        raise AsrConnectionError(f"{url} sent {first} instead of ready")
+    return websocket, first
+
 
 class AsrClient:
-    """One stream on the server: send audio and resets, iterate over transcripts and errors."""
+    """One stream on the server: send audio and finalize requests, iterate over transcripts and
+    errors."""
 
     def __init__(self, websocket: ClientConnection, ready: Ready):
         self._websocket = websocket
         self.ready = ready
 
     @classmethod
-    async def connect(
-        cls, url: str, token: str | None = None, open_timeout: float = 10.0, max_size: int = 2**20
-    ) -> AsrClient:
-        """Open a connection and wait for the server's `ready`; raises `AsrConnectionError`."""
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        try:
-            websocket = await connect(
-                url,
-                additional_headers=headers,
-                open_timeout=open_timeout,
+    def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        open_timeout: float = 10.0,
+        ready_timeout: float = 10.0,
+        max_size: int = 2**20,
+    ) -> _Connecting:
+        """Open a stream (see `open_stream`); `await` it for a client, or `async with` it for
+        one that is closed at the end of the block. Raises `AsrConnectionError`."""
+
+        async def opened() -> AsrClient:
+            websocket, ready = await open_stream(
+                url, token, ready_timeout=ready_timeout, open_timeout=open_timeout,
                 max_size=max_size,
-                compression=None,  # PCM barely compresses; deflate would only cost CPU
-            )
-        except InvalidStatus as exc:
-            response = exc.response
-            body = response.body.decode(errors="replace").strip()
-            raise AsrConnectionError(
-                f"server refused the connection: HTTP {response.status_code} {body}".strip(),
-                code=response.status_code,
-                reason=body,
-            ) from None
-        except (OSError, TimeoutError) as exc:
-            raise AsrConnectionError(f"cannot connect to {url}: {exc}") from exc
-        try:
-            first = parse_server_message(await websocket.recv())
-        except ConnectionClosed as exc:
-            raise _closed(exc, "before it was ready") from None
-        except ProtocolError as exc:
-            await websocket.close()
-            raise AsrConnectionError(f"not an ASR server: {exc}") from None
-        if not isinstance(first, Ready):
-            await websocket.close()
-            raise AsrConnectionError(f"expected a ready message first, got {first}")
-        return cls(websocket, first)
+            )  # fmt: skip
+            return cls(websocket, ready)
+
+        return _Connecting(opened)
 
     async def __aenter__(self) -> AsrClient:
         return self
@@ -147,6 +189,24 @@ class AsrClient:
             await self._websocket.send(data)
         except ConnectionClosed as exc:
             raise _closed(exc) from None
+
+
+class _Connecting:
+    """`AsrClient.connect(...)`: awaitable (the client) and an async context manager."""
+
+    def __init__(self, opened: Callable[[], Awaitable[AsrClient]]):
+        self._opened = opened
+        self._client: AsrClient | None = None
+
+    def __await__(self) -> Generator[Any, None, AsrClient]:
+        return self._opened().__await__()
+
+    async def __aenter__(self) -> AsrClient:
+        self._client = await self._opened()
+        return self._client
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._client.close()
 
 
 def _closed(exc: ConnectionClosed, when: str = "") -> AsrConnectionError:

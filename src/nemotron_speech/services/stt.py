@@ -20,9 +20,10 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import WebsocketSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.types import NOT_GIVEN, NotGiven
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from nemotron_speech.client import AsrConnectionError, open_stream
 from nemotron_speech.protocol import (
     SAMPLE_RATE,
     Error,
@@ -218,31 +219,24 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
     async def _connect_websocket(self):
         """Open a stream, wait for `ready`, replay what the server has not finalized yet.
 
-        Raises `ConnectionError` saying why when the server cannot be reached, refuses us (a
-        4xx, e.g. a wrong token, is also reported as permanent) or closes before `ready` (1013
-        while it loads the model or is at `--max-streams`).
+        Raises `AsrConnectionError` (a `ConnectionError`) saying why when the server cannot be
+        reached, refuses us (a 4xx, e.g. a wrong token, is also reported as permanent) or closes
+        before `ready` (1013 while it loads the model or is at `--max-streams`).
         """
         if self._websocket and self._websocket.state is State.OPEN:
             return
         url = self._settings.url
-        headers = {"Authorization": f"Bearer {self._auth_token}"} if self._auth_token else None
         try:
-            websocket = await self._websocket_connect(url, additional_headers=headers)
-        except InvalidStatus as exc:
-            raise await self._refused(exc) from None
-        except OSError as exc:
-            raise ConnectionError(f"cannot connect to the ASR server at {url}: {exc}") from exc
-        try:
-            async with asyncio.timeout(self._ready_timeout):
-                ready = parse_server_message(await websocket.recv())
-        except ConnectionClosed as exc:
-            raise ConnectionError(f"ASR server at {url} closed the stream: {exc}") from None
-        except (TimeoutError, ProtocolError) as exc:
-            await websocket.close()
-            raise ConnectionError(f"{url} is not a ready ASR server: {exc!r}") from None
-        if not isinstance(ready, Ready):
-            await websocket.close()
-            raise ConnectionError(f"{url} sent {ready} instead of ready")
+            websocket, ready = await open_stream(
+                url,
+                self._auth_token,
+                connect=self._websocket_connect,
+                ready_timeout=self._ready_timeout,
+            )
+        except AsrConnectionError as exc:
+            if exc.refused:  # a 4xx (wrong token) will not get better by retrying
+                await self._report_error(ErrorFrame(f"{self} {exc}"), force_treat_as_permanent=True)
+            raise
         async with self._send_lock:
             for message in self._replay.messages(REPLAY_FRAME_BYTES):
                 await websocket.send(self._wire(message, ready))
@@ -250,15 +244,6 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
             self.server_ready = ready
         logger.debug(f"{self} connected to {url}: {ready}")
         await self._call_event_handler("on_connected")
-
-    async def _refused(self, exc: InvalidStatus) -> ConnectionError:
-        """The handshake was answered with an HTTP error: 4xx will not get better by retrying."""
-        status = exc.response.status_code
-        body = exc.response.body.decode(errors="replace").strip()
-        message = f"ASR server at {self._settings.url} refused us: HTTP {status} {body}".strip()
-        if 400 <= status < 500:
-            await self._report_error(ErrorFrame(f"{self} {message}"), force_treat_as_permanent=True)
-        return ConnectionError(message)
 
     async def _try_reconnect(self, max_retries: int | None = None, report_error=None) -> bool:
         return await super()._try_reconnect(max_retries or self._reconnect_attempts, report_error)
