@@ -16,7 +16,7 @@ from nemotron_speech.env import load_env
 
 # command name -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
-    "transcribe": ("nemotron_speech.transcribe", "transcribe a WAV file with a streaming model"),
+    "transcribe": ("nemotron_speech.asr.cli", "transcribe a WAV file with a streaming model"),
     "download": ("nemotron_speech.download", "download ASR / LLM / TTS weights into models/"),
     "serve-llm": ("nemotron_speech.llm.cli", "run vLLM with the Nemotron-3-Nano recipe"),
     "serve-asr": ("nemotron_speech.server.__main__", "run the streaming ASR WebSocket server"),

@@ -9,6 +9,7 @@ step, whose input shape differs) and reports what changed.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,14 @@ class AsrEngine:
     @property
     def open_streams(self) -> int:
         return len(self._streams)
+
+    def memory_report(self) -> str:
+        """Peak resident memory of the process and the GPU memory torch holds on the engine's
+        device: what a deployment sizes its neighbours (vLLM, TTS) and `--max-streams` by."""
+        rss = f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        if self.device.type != "cuda":
+            return rss
+        return f"{rss}, cuda {torch.cuda.memory_allocated(self.device) / 2**20:.0f} MiB allocated"
 
     # -- stream lifecycle ------------------------------------------------------------------
 

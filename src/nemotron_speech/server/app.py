@@ -12,7 +12,6 @@ import enum
 import hmac
 import json
 import logging
-import resource
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -105,7 +104,7 @@ class AsrServer:
                 engine.chunk_ms,
                 engine.supported_right_contexts,
                 config.max_streams,
-                _memory(engine.device),
+                engine.memory_report(),
             )
             await self._stopping.wait()
             await self._shutdown()
@@ -203,13 +202,3 @@ def _with_type(response: Response, content_type: str) -> Response:
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     return response
-
-
-def _memory(device) -> str:
-    """Peak resident memory of the process, and the GPU memory torch holds on `device`."""
-    rss = f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    if getattr(device, "type", str(device)) != "cuda":
-        return rss
-    import torch
-
-    return f"{rss}, cuda {torch.cuda.memory_allocated(device) / 2**20:.0f} MiB allocated"
