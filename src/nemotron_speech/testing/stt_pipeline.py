@@ -72,6 +72,13 @@ def paced(audio: bytes, on_frame: Callable[[float], None] | None = None) -> Iter
         yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], RATE, 1)
 
 
+def unpaced(audio: bytes) -> Iterator[Frame]:
+    """20 ms audio frames as fast as the pipeline takes them: the VAD and the services work on
+    the audio itself, so behaviour checks need not wait for the clock."""
+    for offset in range(0, len(audio), FRAME_BYTES):
+        yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], RATE, 1)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float) -> Iterator[Frame]:
     """Keep the pipeline running until `condition()` holds (or `timeout` passes)."""
     deadline = time.monotonic() + timeout
