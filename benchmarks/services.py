@@ -247,8 +247,8 @@ async def bench_llm(args, base_url: str, model: str) -> dict:
 
 def start_llm(args, log_dir: Path):
     """The vLLM CPU fixture server (the tests' recipe), logging to `log_dir`."""
+    from nemotron_speech.llm.launcher import free_port, start_server
     from nemotron_speech.llm.recipe import build_command
-    from nemotron_speech.llm.server import free_port, start_server
     from nemotron_speech.testing.fixture_llm import ensure_fixture_model
 
     model_dir = ensure_fixture_model(python=args.vllm_python)

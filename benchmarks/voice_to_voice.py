@@ -28,11 +28,11 @@ from pathlib import Path
 
 from pipecat.frames.frames import EndFrame
 
-from nemotron_speech.pipeline import contributions
-from nemotron_speech.pipeline.bot import build_bot
-from nemotron_speech.pipeline.config import BotConfig, add_arguments
-from nemotron_speech.pipeline.wav_transport import WavTransport, load_pcm16
 from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.voice_agent import contributions
+from nemotron_speech.voice_agent.bot import build_bot
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments
+from nemotron_speech.voice_agent.wav_transport import WavTransport, load_pcm16
 
 TURN_TIMEOUT_SECS = 20
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "assets" / "asr" / "speech"

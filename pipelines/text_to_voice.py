@@ -19,10 +19,10 @@ import time
 from pipecat.frames.frames import EndFrame
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 
-from nemotron_speech.pipeline import VoiceAgent, build_voice_agent, user_text
-from nemotron_speech.pipeline.config import BotConfig, add_arguments, make_llm, make_tts
-from nemotron_speech.pipeline.tools import get_weather
-from nemotron_speech.pipeline.wav_transport import WavTransport
+from nemotron_speech.voice_agent import VoiceAgent, build_voice_agent, user_text
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_llm, make_tts
+from nemotron_speech.voice_agent.tools import get_weather
+from nemotron_speech.voice_agent.wav_transport import WavTransport
 
 QUIET_SECS = 0.5  # the answer is over when the reply is in and no audio played for this long
 

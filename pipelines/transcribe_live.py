@@ -4,7 +4,7 @@
     python pipelines/transcribe_live.py --wav talk.wav   # a recording, played in real time
 
 The same STT service and VAD as the voice bot, in a three-stage pipeline
-(`nemotron_speech.pipeline.captions`): finals print to stdout (interims too, on a terminal) and
+(`nemotron_speech.voice_agent.captions`): finals print to stdout (interims too, on a terminal) and
 reach the browser as RTVI `user-input` messages. `--wav` plays a file through the pipeline at
 real-time pace, as a microphone would, with no browser and no runner.
 """
@@ -22,10 +22,10 @@ from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.workers.runner import WorkerRunner
 
-from nemotron_speech.pipeline.bot import transport_params
-from nemotron_speech.pipeline.captions import build_captions
-from nemotron_speech.pipeline.config import BotConfig, add_arguments, make_stt
-from nemotron_speech.pipeline.wav_transport import WavTransport, load_pcm16
+from nemotron_speech.voice_agent.bot import transport_params
+from nemotron_speech.voice_agent.captions import build_captions
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_stt
+from nemotron_speech.voice_agent.wav_transport import WavTransport, load_pcm16
 
 FINAL_WAIT_SECS = 2.0  # after the file ends: VAD stop + finalize, with room to spare
 

@@ -22,10 +22,10 @@ from pipecat.runner.run import main
 from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 
-from nemotron_speech.pipeline.access import BotArgumentParser
-from nemotron_speech.pipeline.bot import build_bot, transport_params
-from nemotron_speech.pipeline.config import BotConfig, add_arguments
-from nemotron_speech.pipeline.preflight import preflight
+from nemotron_speech.voice_agent.access import BotArgumentParser
+from nemotron_speech.voice_agent.bot import build_bot, transport_params
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments
+from nemotron_speech.voice_agent.preflight import preflight
 
 
 async def bot(runner_args: RunnerArguments):

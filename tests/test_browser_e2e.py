@@ -22,7 +22,7 @@ from browser import Chromium, find_chromium
 from server_fixtures import running_server
 from voice_page import ROOT, SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.testing.sentences import SENTENCES
 
 pytestmark = [

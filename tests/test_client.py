@@ -13,7 +13,7 @@ from server_fixtures import TOKEN, events_until_final, frames, pcm16, running_se
 from standalone import run_example
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.protocol import Ready, Transcript
 from nemotron_speech.testing.sentences import SENTENCES
 

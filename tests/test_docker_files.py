@@ -114,7 +114,7 @@ def published(service: dict) -> str:
 
 def test_bot_is_on_the_host_network_and_on_loopback_unless_told():
     """WebRTC media needs the host's addresses; the page stays on loopback by default."""
-    access = pytest.importorskip("nemotron_speech.pipeline.access")
+    access = pytest.importorskip("nemotron_speech.voice_agent.access")
     services = compose("compose.yaml")["services"]
     bot = services["bot"]
     assert bot["network_mode"] == "host" and "ports" not in bot
@@ -181,8 +181,8 @@ def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
     """Every NEMOTRON_* variable compose sets reaches a bot flag through its env default."""
     import argparse
 
-    config = pytest.importorskip("nemotron_speech.pipeline.config")
-    access = pytest.importorskip("nemotron_speech.pipeline.access")
+    config = pytest.importorskip("nemotron_speech.voice_agent.config")
+    access = pytest.importorskip("nemotron_speech.voice_agent.access")
     env = compose("compose.yaml")["services"]["bot"]["environment"]
     env = {name: value for name, value in env.items() if name.startswith("NEMOTRON_")}
     for name, value in env.items():

@@ -26,7 +26,7 @@ from server_fixtures import TOKEN, running_server, stop_process
 from nemotron_speech import download
 from nemotron_speech.doctor import Options, run_checks
 from nemotron_speech.doctor.machine import gpu_checks, runs_on
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = ROOT / "pipelines" / "voice_bot.py"

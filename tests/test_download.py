@@ -16,7 +16,7 @@ import huggingface_hub
 import pytest
 
 from nemotron_speech import cli, download
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 
 CLI = str(Path(sys.executable).parent / "nemotron-speech")
 WEIGHTS = b"not really a model"

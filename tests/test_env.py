@@ -50,7 +50,7 @@ def test_pipelines_read_dotenv_and_it_wins_like_pipecats(tmp_path):
     (tmp_path / ".env").write_text("NEMOTRON_ASR_URL=ws://from-dotenv:8080\n")
     code = (
         "import argparse\n"
-        "from nemotron_speech.pipeline.config import add_arguments\n"
+        "from nemotron_speech.voice_agent.config import add_arguments\n"
         "print(add_arguments(argparse.ArgumentParser()).parse_args([]).asr_url)\n"
     )
     done = subprocess.run(

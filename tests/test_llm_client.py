@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from standalone import run_example
 
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.testing.fixture_llm import HELLO_REPLY, SYSTEM_PROMPT
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from nemotron_speech import cli, download
+from nemotron_speech.llm.launcher import ServerStartError, free_port, is_healthy, start_server
 from nemotron_speech.llm.recipe import TARGETS, build_command
-from nemotron_speech.llm.server import ServerStartError, free_port, is_healthy, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,7 @@ def test_server_dies_with_the_process_that_started_it(tmp_path):
     port = free_port()
     parent = (
         "import os, sys; from nemotron_speech.llm.recipe import build_command; "
-        "from nemotron_speech.llm.server import start_server; "
+        "from nemotron_speech.llm.launcher import start_server; "
         f"spec = build_command('cpu-fixture', 'x', port={port}); "
         f"spec.argv[:] = [sys.executable, '-m', 'http.server', '{port}', '-b', '127.0.0.1', "
         f"'-d', {str(tmp_path)!r}]; "

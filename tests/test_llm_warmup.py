@@ -22,8 +22,8 @@ import pytest
 from test_docker_files import compose
 from vllm_server import VLLM_PYTHON_ENV
 
+from nemotron_speech.llm.launcher import WARMUP_REQUEST, free_port
 from nemotron_speech.llm.recipe import DEFAULT_PORT, SERVED_MODEL_NAME, build_command
-from nemotron_speech.llm.server import WARMUP_REQUEST, free_port
 
 CACHE_VARIABLES = (
     "XDG_CACHE_HOME",

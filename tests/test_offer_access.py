@@ -18,7 +18,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from nemotron_speech.pipeline.access import (
+from nemotron_speech.voice_agent.access import (
     OfferTokenMiddleware,
     access_problem,
     add_access_arguments,
@@ -135,7 +135,7 @@ def test_tls_files_are_checked_before_serving(tmp_path):
 
 
 def test_voice_bot_refuses_all_addresses_without_a_token():
-    # no ASR/LLM here: the start-up checks (pipeline/preflight.py), which run first, are skipped
+    # no ASR/LLM here: the start-up checks (voice_agent/preflight.py), which run first, are skipped
     result = subprocess.run(
         [sys.executable, str(ROOT / "pipelines" / "voice_bot.py"), "-t", "webrtc",
          "--host", "0.0.0.0"],

@@ -31,13 +31,13 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 from server_fixtures import pcm16
 
-from nemotron_speech.pipeline import build_voice_agent, contributions, user_text
-from nemotron_speech.pipeline.bot import build_bot, transport_params
-from nemotron_speech.pipeline.config import BotConfig
-from nemotron_speech.pipeline.tools import get_weather
-from nemotron_speech.pipeline.wav_transport import WavTransport
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.tts import EspeakNotFoundError, EspeakTTSService, create_tts
+from nemotron_speech.voice_agent import build_voice_agent, contributions, user_text
+from nemotron_speech.voice_agent.bot import build_bot, transport_params
+from nemotron_speech.voice_agent.config import BotConfig
+from nemotron_speech.voice_agent.tools import get_weather
+from nemotron_speech.voice_agent.wav_transport import WavTransport
 
 SENTENCE = 11  # "can you hear me now good": no commas, so one VAD segment
 REPLY = "Yes, I can hear you."

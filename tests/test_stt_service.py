@@ -19,10 +19,10 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import STTUsageMetricsData
 from server_fixtures import TOKEN, running_server
 
-from nemotron_speech.llm.server import free_port
+from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.protocol import Finalize, Ready, Reset, encode
-from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
 from nemotron_speech.services.stt import NemotronSTTService, _ReplayLog
+from nemotron_speech.services.ttfs import NEMOTRON_TTFS_P99
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.testing.stt_pipeline import (
     check_turns,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nemotron_speech.llm.server import free_port, is_healthy
+from nemotron_speech.llm.launcher import free_port, is_healthy
 from nemotron_speech.testing.fixture_llm import (
     CASES,
     HELLO_REASONING,

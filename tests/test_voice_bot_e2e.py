@@ -23,13 +23,13 @@ import pytest
 from pipecat.frames.frames import EndFrame
 from server_fixtures import pcm16, running_server
 
-from nemotron_speech.pipeline import contributions
-from nemotron_speech.pipeline.bot import build_bot
-from nemotron_speech.pipeline.config import BotConfig, make_llm
-from nemotron_speech.pipeline.wav_transport import WavTransport
 from nemotron_speech.services import NemotronLLMService
 from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT, WEATHER, WEATHER_REPLY
 from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.voice_agent import contributions
+from nemotron_speech.voice_agent.bot import build_bot
+from nemotron_speech.voice_agent.config import BotConfig, make_llm
+from nemotron_speech.voice_agent.wav_transport import WavTransport
 
 pytestmark = pytest.mark.slow
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from nemotron_speech.llm.launcher import RunningServer, free_port, start_server
 from nemotron_speech.llm.recipe import build_command
-from nemotron_speech.llm.server import RunningServer, free_port, start_server
 from nemotron_speech.testing.fixture_llm import ensure_fixture_model
 
 VLLM_PYTHON_ENV = "NEMOTRON_VLLM_PYTHON"

@@ -13,7 +13,7 @@ picked with --only / --skip:
     llm       vLLM is up, serves the model, and answers a short completion (warming it up)
     ports     the stack's ports are free, or held by that service
 
-The bundled bot runs the tts/asr/llm/ports checks before it serves (`pipeline.preflight`).
+The bundled bot runs the tts/asr/llm/ports checks before it serves (`voice_agent.preflight`).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def skip(name: str, why: str) -> Check:
 @dataclass(frozen=True)
 class Options:
     """What the checks check against. The service fields mean what the bot's flags of the same
-    name mean (`nemotron_speech.pipeline.config`), so the bot can hand over its own settings.
+    name mean (`nemotron_speech.voice_agent.config`), so the bot can hand over its own settings.
 
     Attributes:
         target: vLLM target of `serve-llm` (`spark`, `x86`): memory fraction, default checkpoint.

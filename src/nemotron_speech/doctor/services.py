@@ -26,7 +26,7 @@ from nemotron_speech.doctor.core import (
     ok,
     skip,
 )
-from nemotron_speech.llm.server import WarmupError, warm_up
+from nemotron_speech.llm.launcher import WarmupError, warm_up
 
 ASR_STATES = ("loading", "ready", "stopping")  # what the ASR server's /health reports
 START_ASR = (

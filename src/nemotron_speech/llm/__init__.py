@@ -1,12 +1,12 @@
 """LLM serving: the vLLM launch recipe for Nemotron-3-Nano and a small process manager for it.
 
 `recipe.build_command` is the single source of the vLLM flags (CLI, Docker compose, docs and tests
-are checked against it); `server.start_server` runs one and waits for `/health`. Nothing here
+are checked against it); `launcher.start_server` runs one and waits for `/health`. Nothing here
 imports vLLM: it runs as a separate process, often from a separate environment or container.
 """
 
+from nemotron_speech.llm.launcher import RunningServer, ServerStartError, start_server
 from nemotron_speech.llm.recipe import TARGETS, LaunchSpec, build_command
-from nemotron_speech.llm.server import RunningServer, ServerStartError, start_server
 
 __all__ = [
     "TARGETS",

@@ -72,8 +72,8 @@ def resolve_model(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nemotron_speech.llm.launcher import ServerStartError, start_server
     from nemotron_speech.llm.recipe import build_command
-    from nemotron_speech.llm.server import ServerStartError, start_server
 
     extra = tuple(a for a in args.extra if a != "--")
     if args.target == "cpu-fixture" and not args.python:

@@ -33,7 +33,7 @@ from nemotron_speech.services.common import (
     TranscriptFramesMixin,
     reject_unknown_kwargs,
 )
-from nemotron_speech.services.latency import NEMOTRON_LOCAL_TTFS_P99
+from nemotron_speech.services.ttfs import NEMOTRON_LOCAL_TTFS_P99
 
 if TYPE_CHECKING:
     from nemotron_speech.asr import AsrEngine, Transcript
@@ -89,7 +89,7 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             sample_rate: Input sample rate; audio at any rate is resampled to 16 kHz.
             settings: Runtime-updatable settings.
             ttfs_p99_latency: P99 from speech end to final transcript, in seconds (measured, see
-                `services/latency.py`; measure your own GPU and model).
+                `services/ttfs.py`; measure your own GPU and model).
             reset_after_secs: Silence after a VAD stop (seconds of audio) after which the
                 stream is reset; shorter pauses keep the ASR context. None: never reset.
             **kwargs: Passed to `STTService`; a keyword it does not take is a `TypeError`.

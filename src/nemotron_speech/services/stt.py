@@ -41,7 +41,7 @@ from nemotron_speech.services.common import (
     TranscriptFramesMixin,
     reject_unknown_kwargs,
 )
-from nemotron_speech.services.latency import NEMOTRON_TTFS_P99
+from nemotron_speech.services.ttfs import NEMOTRON_TTFS_P99
 
 REPLAY_FRAME_BYTES = 64 * 1024  # 2 s per frame: well under the server's 256 KiB message limit
 DEFAULT_URL = "ws://localhost:8080"
@@ -110,7 +110,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
             sample_rate: Input sample rate; audio at any rate is resampled to 16 kHz.
             settings: Runtime-updatable settings (see `NemotronSTTSettings`).
             ttfs_p99_latency: P99 from speech end to final transcript, in seconds. The default was
-                measured with `benchmarks/services.py` (see `services/latency.py`); measure your
+                measured with `benchmarks/services.py` (see `services/ttfs.py`); measure your
                 own deployment (GPU, model, right context) and pass it.
             reset_after_secs: Silence after a VAD stop (seconds of audio) after which the
                 stream is reset; shorter pauses keep the ASR context. None: never reset.

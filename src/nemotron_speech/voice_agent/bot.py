@@ -12,9 +12,9 @@ from typing import Any
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from nemotron_speech.pipeline.builder import VoiceAgent, build_voice_agent
-from nemotron_speech.pipeline.config import BotConfig, make_llm, make_stt, make_tts
-from nemotron_speech.pipeline.tools import get_weather
+from nemotron_speech.voice_agent.builder import VoiceAgent, build_voice_agent
+from nemotron_speech.voice_agent.config import BotConfig, make_llm, make_stt, make_tts
+from nemotron_speech.voice_agent.tools import get_weather
 
 TELEPHONY = ("twilio", "telnyx", "plivo", "exotel")
 

@@ -37,7 +37,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.utils.types import NOT_GIVEN
 from pipecat.workers.runner import WorkerRunner
 
-from nemotron_speech.pipeline.latency import TurnLatencyLog
+from nemotron_speech.voice_agent.turn_latency import TurnLatencyLog
 
 VAD_STOP_SECS = 0.2  # pipecat's turn strategies assume 0.2 s (they warn otherwise)
 

@@ -22,7 +22,7 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 
-from nemotron_speech.pipeline.builder import VAD_STOP_SECS
+from nemotron_speech.voice_agent.builder import VAD_STOP_SECS
 
 
 class CaptionPrinter(FrameProcessor):

@@ -15,7 +15,7 @@ import os
 import sys
 
 from nemotron_speech.doctor import Options, render, run_checks
-from nemotron_speech.pipeline.config import BotConfig
+from nemotron_speech.voice_agent.config import BotConfig
 
 GROUPS = ("tts", "asr", "llm")
 SKIP_ENV = "NEMOTRON_SKIP_PREFLIGHT"
