@@ -10,7 +10,7 @@ sentence it sends `end` and waits for the final. Per N it reports:
 - lag: for every interim, arrival time minus the send time of the packet after which that text
   was available. A calibration pass (one client, a soft reset after every packet, before the
   load) finds that packet for each text; batching gives the same texts at any load.
-- finalize: `end` sent -> hard final received.
+- finalize: `end` (or `finalize`, with --final-request finalize) sent -> final received.
 - exact: finals equal to the final of the same sentence streamed alone (for the test model that
   is the sentence itself; with --full-size random weights, garbage, but the same garbage).
 - server CPU (% of one core, from /proc; in brackets its main thread, the event loop), this
@@ -109,8 +109,10 @@ async def run_client(
     deadline: float,
     delay: float,
     stats: ClientStats,
+    request: str = "end",
 ) -> None:
-    """Stream sentences at real time until `deadline`; time every interim and final."""
+    """Stream sentences at real time until `deadline`, each ended by `request` (`end`: a
+    reset; `finalize`: context kept); time every interim and final."""
     await asyncio.sleep(delay)
     client = await AsrClient.connect(url, token=token)
     final = asyncio.Event()
@@ -147,7 +149,7 @@ async def run_client(
                 await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
             final.clear()
             current["end_sent"] = time.perf_counter()
-            await client.end()
+            await getattr(client, request)()
             await asyncio.wait_for(final.wait(), 30)
     receiver.cancel()
 
@@ -183,6 +185,7 @@ def client_group(
     members: list[int],
     n: int,
     seconds: float,
+    request: str,
 ) -> list[ClientStats]:
     """Run clients `members` (of `n`) for `seconds` in this process's own event loop."""
 
@@ -190,7 +193,7 @@ def client_group(
         deadline = time.perf_counter() + seconds
         stats = [ClientStats() for _ in members]
         await asyncio.gather(*(
-            run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stat)
+            run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stat, request)
             for i, stat in zip(members, stats, strict=True)
         ))  # fmt: skip
         return stats
@@ -206,6 +209,7 @@ def run_level(
     pid: int | None,
     utterances,
     processes: int,
+    request: str = "end",
 ) -> dict:
     """N clients, spread over `processes` client processes (one event loop each)."""
     http = url.replace("ws://", "http://", 1)
@@ -213,12 +217,13 @@ def run_level(
     own_before = sum(os.times()[:4])  # this process and its finished children
     groups = [list(range(k, n, processes)) for k in range(min(processes, n))]
     if len(groups) == 1:
-        stats = client_group(url, token, utterances, groups[0], n, seconds)
+        stats = client_group(url, token, utterances, groups[0], n, seconds, request)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
             futures = [
-                pool.submit(client_group, url, token, utterances, g, n, seconds) for g in groups
+                pool.submit(client_group, url, token, utterances, g, n, seconds, request)
+                for g in groups
             ]
             stats = [stat for future in futures for stat in future.result()]
     wall = time.perf_counter() - started
@@ -234,6 +239,7 @@ def run_level(
         "load_average_1min": round(os.getloadavg()[0], 2),
         "seconds": round(wall, 2),
         "lag_ms": percentiles(lag),
+        "final_request": request,
         "finalize_ms": percentiles(finalize),
         "finals": sum(s.finals for s in stats),
         "exact": sum(s.exact for s in stats),
@@ -311,6 +317,10 @@ def main() -> None:
         "--full-size", action="store_true",
         help="serve the ~0.6 B architecture with random weights (built and saved first)",
     )  # fmt: skip
+    parser.add_argument(
+        "--final-request", default="end", choices=("end", "finalize"),
+        help="what ends each sentence: end (a reset) or finalize (context kept)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -330,7 +340,14 @@ def main() -> None:
         for n in (int(x) for x in args.clients.split(",")):
             pid = process.pid if process else None
             row = run_level(
-                url, args.token, n, args.seconds, pid, utterances, args.client_processes
+                url,
+                args.token,
+                n,
+                args.seconds,
+                pid,
+                utterances,
+                args.client_processes,
+                args.final_request,
             )
             rows.append(row)
             print_row(rows[-1], header=len(rows) == 1)

@@ -94,8 +94,11 @@ def time_stock(model, batch: int, geometry, steps: int, warm: int):
     return times
 
 
-def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> list[float]:
-    """Batch-1 hard finalize after 2 s of audio: padding, last steps, final text."""
+def time_finalize(
+    engine: AsrEngine, audio: np.ndarray, repeats: int = 5, reset: bool = False
+) -> list[float]:
+    """Batch-1 finalize (context kept, or a reset) after 2 s of audio: padding, last steps,
+    final text."""
     times = []
     for n in range(repeats):
         stream = engine.open_stream()
@@ -104,7 +107,7 @@ def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 5) -> lis
             engine.step()
         synchronize(engine.device)
         started = time.perf_counter()
-        engine.finalize(stream)
+        engine.finalize(stream, reset=reset)
         synchronize(engine.device)
         times.append(1000 * (time.perf_counter() - started))
         engine.close(stream)
