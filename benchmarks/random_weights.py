@@ -16,13 +16,14 @@ import torch
 
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import configure_decoding, select_right_context
+from nemotron_speech.protocol import SAMPLE_RATE
 
 SPEECH_TOKENS_PER_FRAME = 0.3
 
 
 def noise(seconds: float = 120.0) -> np.ndarray:
     """Quiet noise: the input for random weights (same compute as speech)."""
-    samples = np.random.default_rng(0).standard_normal(int(16000 * seconds)) * 0.05
+    samples = np.random.default_rng(0).standard_normal(int(SAMPLE_RATE * seconds)) * 0.05
     return samples.astype(np.float32)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nemotron_speech.asr import AsrEngine
+from nemotron_speech.protocol import SAMPLE_RATE
 
 PACKET_S = 0.02
 
@@ -33,7 +34,7 @@ def real_time_lags(
     """Chunk lags (ms) of `streams` real-time streams, counting chunks complete after `settle`
     seconds (all streams start at once, so their first, eager steps coincide), and the batch
     size of every step after `settle`."""
-    packet = int(PACKET_S * 16000)
+    packet = int(PACKET_S * SAMPLE_RATE)
     source = pcm16(audio)  # converted once: the simulation times the engine, not its client
     phases = np.random.default_rng([streams, seed]).uniform(0, engine.chunk_ms / 1000, streams)
     ids = [engine.open_stream() for _ in range(streams)]

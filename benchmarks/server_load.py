@@ -43,13 +43,13 @@ from datetime import date
 from pathlib import Path
 
 from nemotron_speech.client import AsrClient
-from nemotron_speech.protocol import Transcript
+from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
 SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
 PACKET_S = 0.02
-PACKET_BYTES = int(16000 * PACKET_S) * 2
+PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
 
 
 @dataclass

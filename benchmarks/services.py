@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from server_load import TINY_MODEL, cpu_model, start_server  # noqa: E402
 
 from nemotron_speech.client import AsrClient  # noqa: E402
-from nemotron_speech.protocol import Transcript  # noqa: E402
+from nemotron_speech.endpoints import LLM_MODEL  # noqa: E402
+from nemotron_speech.protocol import SAMPLE_RATE, Transcript  # noqa: E402
 from nemotron_speech.testing.fixture_llm import CASES, SYSTEM_PROMPT  # noqa: E402
 from nemotron_speech.testing.stt_pipeline import (  # noqa: E402
     FRAME_BYTES,
-    RATE,
     STOP_SECS,
     FinalsTap,
     conversation,
@@ -104,7 +104,7 @@ async def raw_client_finalize(url: str, token: str | None) -> list[float]:
             audio = pcm16(wav) + silence(STOP_SECS)
             start = time.monotonic()
             for offset in range(0, len(audio), FRAME_BYTES):
-                await asyncio.sleep(max(0.0, start + offset / (2 * RATE) - time.monotonic()))
+                await asyncio.sleep(max(0.0, start + offset / (2 * SAMPLE_RATE) - time.monotonic()))
                 await client.send_audio(audio[offset : offset + FRAME_BYTES])
             sent = time.perf_counter()
             await client.finalize()
@@ -312,7 +312,7 @@ def main() -> None:
             asr.terminate()
             asr.wait()
     if args.llm_url:  # started after the STT part, so its start-up does not skew that
-        rows |= asyncio.run(bench_llm(args, args.llm_url, args.llm_model or "nemotron-3-nano"))
+        rows |= asyncio.run(bench_llm(args, args.llm_url, args.llm_model or LLM_MODEL))
     elif args.vllm_python:
         with tempfile.TemporaryDirectory() as logs:
             llm = start_llm(args, Path(logs))

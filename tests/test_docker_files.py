@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from nemotron_speech import download
-from nemotron_speech.llm.recipe import SERVED_MODEL_NAME, build_command
+from nemotron_speech.endpoints import ASR_URL, LLM_MODEL, LLM_URL
+from nemotron_speech.llm.recipe import build_command
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 MODELS = Path("/models")
@@ -80,7 +81,7 @@ def test_services_have_gpus_health_checks_and_start_order():
         "asr": {"condition": "service_healthy"},
         "llm": {"condition": "service_healthy"},
     }
-    assert services["bot"]["environment"]["NEMOTRON_LLM_MODEL"] == SERVED_MODEL_NAME
+    assert services["bot"]["environment"]["NEMOTRON_LLM_MODEL"] == LLM_MODEL
 
 
 def test_asr_model_path_matches_download_layout_and_dockerfile():
@@ -125,6 +126,8 @@ def test_bot_is_on_the_host_network_and_on_loopback_unless_told():
     env = bot["environment"]
     assert env["NEMOTRON_ASR_URL"] == f"ws://{published(services['asr'])}"
     assert env["NEMOTRON_LLM_URL"] == f"http://{published(services['llm'])}/v1"
+    # published where every client's default dials
+    assert (env["NEMOTRON_ASR_URL"], env["NEMOTRON_LLM_URL"]) == (ASR_URL, LLM_URL)
 
 
 def test_hadolint_passes():

@@ -5,6 +5,7 @@ Fast tests, no vLLM: the real server is exercised in test_vllm_fixture.py.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import http.server
 import json
@@ -23,6 +24,7 @@ from nemotron_speech.llm.launcher import ServerStartError, free_port, is_healthy
 from nemotron_speech.llm.recipe import TARGETS, build_command
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTING = "nemotron_speech.testing"
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -101,6 +103,32 @@ def test_cpu_fixture_needs_the_vllm_python(monkeypatch, capsys):
     monkeypatch.delenv("NEMOTRON_VLLM_PYTHON", raising=False)
     assert cli.main(["serve-llm", "--target", "cpu-fixture", "--dry-run"]) == 2
     assert "setup_vllm.sh" in capsys.readouterr().err
+
+
+def test_cpu_fixture_needs_the_model_built_by_the_tests(capsys):
+    """serve-llm never builds the fixture: that is test code (`nemotron_speech.testing`)."""
+    argv = ["serve-llm", "--target", "cpu-fixture", "--python", sys.executable, "--dry-run"]
+    assert cli.main(argv) == 2
+    assert "python -m nemotron_speech.testing.fixture_llm OUT_DIR" in capsys.readouterr().err
+    assert cli.main([*argv, "--model", "/fixture"]) == 0
+    assert " --model /fixture " in capsys.readouterr().out
+
+
+def test_production_code_imports_no_test_module():
+    """`nemotron_speech.testing` holds test fixtures; only tests, benchmarks and the test-model
+    builders themselves import it."""
+    package = ROOT / "src" / "nemotron_speech"
+    importers = [
+        f"{path.relative_to(package)}:{node.lineno}"
+        for path in package.rglob("*.py")
+        if path.parent.name != "testing"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith(TESTING)
+        or isinstance(node, ast.Import)
+        and any(a.name.startswith(TESTING) for a in node.names)
+    ]
+    assert importers == []
 
 
 def test_cli_modules_import_no_heavy_libraries():

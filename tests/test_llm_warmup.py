@@ -22,8 +22,9 @@ import pytest
 from test_docker_files import compose
 from vllm_server import VLLM_PYTHON_ENV
 
+from nemotron_speech.endpoints import LLM_MODEL, LLM_PORT
 from nemotron_speech.llm.launcher import WARMUP_REQUEST, free_port
-from nemotron_speech.llm.recipe import DEFAULT_PORT, SERVED_MODEL_NAME, build_command
+from nemotron_speech.llm.recipe import build_command
 
 CACHE_VARIABLES = (
     "XDG_CACHE_HOME",
@@ -120,16 +121,16 @@ def test_health_check_sends_the_warm_up_request():
         for node in ast.walk(ast.parse(code))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "dumps"
     )
-    assert ast.literal_eval(call.args[0]) == {"model": SERVED_MODEL_NAME, **WARMUP_REQUEST}
-    assert f"http://127.0.0.1:{DEFAULT_PORT}/v1/chat/completions" in code
+    assert ast.literal_eval(call.args[0]) == {"model": LLM_MODEL, **WARMUP_REQUEST}
+    assert f"http://127.0.0.1:{LLM_PORT}/v1/chat/completions" in code
 
 
 @pytest.mark.slow
 def test_health_check_passes_on_a_serving_vllm_and_fails_where_none_listens(vllm_server):
-    code = health_check_code().replace(SERVED_MODEL_NAME, vllm_server.model)
+    code = health_check_code().replace(LLM_MODEL, vllm_server.model)
 
     def run(base_url: str) -> subprocess.CompletedProcess:
-        script = code.replace(f"http://127.0.0.1:{DEFAULT_PORT}/v1", base_url)
+        script = code.replace(f"http://127.0.0.1:{LLM_PORT}/v1", base_url)
         return subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
         )

@@ -121,6 +121,8 @@ def test_serve_llm_command_serves_and_stops_on_sigterm(vllm_server, tmp_path):
                 str(port),
                 "--python",
                 vllm_server.spec.argv[0],
+                "--model",
+                vllm_server.spec.argv[vllm_server.spec.argv.index("--model") + 1],
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -38,10 +38,10 @@ LLM_REPOS = {
 }
 # Kokoro-82M ONNX files at the URLs pipecat's KokoroTTSService downloads from itself
 # (pipecat.services.kokoro.tts); fetching them here lets the bot start offline in a container.
-TTS_URLS = {
-    "kokoro-v1.0.onnx": "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0/kokoro-v1.0.onnx",
-    "voices-v1.0.bin": "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0/voices-v1.0.bin",
-}
+KOKORO_MODEL = "kokoro-v1.0.onnx"
+KOKORO_VOICES = "voices-v1.0.bin"
+KOKORO_RELEASE = "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0"
+TTS_URLS = {name: f"{KOKORO_RELEASE}/{name}" for name in (KOKORO_MODEL, KOKORO_VOICES)}
 WHAT = ("asr", "llm", "tts", "all")
 RECORD = ".nemotron-download.json"  # what was verified, per folder: repo, commit, files
 

@@ -22,7 +22,6 @@ from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFound
 from nemotron_speech.asr.fast_layers import use_fast_layers
 from nemotron_speech.asr.features import MelFrontEnd
 from nemotron_speech.asr.model import (
-    SAMPLE_RATE,
     load_nemo_model,
     offline_token_ids,
     select_right_context,
@@ -31,6 +30,7 @@ from nemotron_speech.asr.model import (
 )
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore, add_encoder_caches
 from nemotron_speech.asr.stream import Chunk, StreamState
+from nemotron_speech.protocol import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 
 from nemotron_speech.asr.errors import ModelLoadError, ModelNotFoundError
+from nemotron_speech.protocol import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 
 from nemotron_speech.doctor import GROUPS, render, run_checks
-from nemotron_speech.doctor.core import DEFAULT_ASR_URL, DEFAULT_BOT_PORT, DEFAULT_LLM_URL, Options
+from nemotron_speech.doctor.core import DEFAULT_BOT_PORT, Options
 from nemotron_speech.doctor.core import env as nemotron_env
-from nemotron_speech.llm.recipe import SERVED_MODEL_NAME, TARGETS
+from nemotron_speech.endpoints import ASR_URL, LLM_MODEL, LLM_URL
+from nemotron_speech.llm.recipe import TARGETS
 
 
 def _groups(text: str) -> set[str]:
@@ -53,14 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", dest="bot_port", type=int, default=DEFAULT_BOT_PORT, help="the voice bot's port"
     )
     services = parser.add_argument_group("services (env: NEMOTRON_<NAME>, as the bot)")
-    services.add_argument("--asr-url", default=nemotron_env("asr_url", DEFAULT_ASR_URL))
+    services.add_argument("--asr-url", default=nemotron_env("asr_url", ASR_URL))
     services.add_argument(
         "--asr-model",
         default=nemotron_env("asr_model"),
         help="a .nemo the bot runs in-process instead of the ASR server",
     )
-    services.add_argument("--llm-url", default=nemotron_env("llm_url", DEFAULT_LLM_URL))
-    services.add_argument("--llm-model", default=nemotron_env("llm_model", SERVED_MODEL_NAME))
+    services.add_argument("--llm-url", default=nemotron_env("llm_url", LLM_URL))
+    services.add_argument("--llm-model", default=nemotron_env("llm_model", LLM_MODEL))
     services.add_argument("--llm-api-key", default=nemotron_env("llm_api_key"))
     services.add_argument(
         "--tts", choices=["kokoro", "espeak"], default=nemotron_env("tts", "kokoro")

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from nemotron_speech import download
-from nemotron_speech.llm.recipe import SERVED_MODEL_NAME, TARGETS
+from nemotron_speech.endpoints import ASR_URL, LLM_MODEL, LLM_URL
+from nemotron_speech.llm.recipe import TARGETS
 
 Status = Literal["pass", "fail", "skip"]
 
-DEFAULT_ASR_URL = "ws://localhost:8080"
-DEFAULT_LLM_URL = "http://localhost:8000/v1"
 DEFAULT_BOT_PORT = 7860  # pipecat's runner
 
 
@@ -77,11 +76,11 @@ class Options:
     target: str = "spark"
     llm_variant: str | None = None
     models_dir: str | None = None
-    asr_url: str = DEFAULT_ASR_URL
+    asr_url: str = ASR_URL
     asr_token: str | None = None
     asr_model: str | None = None
-    llm_url: str = DEFAULT_LLM_URL
-    llm_model: str = SERVED_MODEL_NAME
+    llm_url: str = LLM_URL
+    llm_model: str = LLM_MODEL
     llm_api_key: str | None = None
     tts: str = "kokoro"
     tts_voice: str | None = None

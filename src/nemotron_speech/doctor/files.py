@@ -82,7 +82,7 @@ def tts_check(options: Options) -> Check:
     """What the bot's TTS needs at start-up: its package and weights (Kokoro) or binary (espeak)."""
     name = "TTS"
     try:  # the TTS runs inside the bot, which needs pipecat anyway
-        from nemotron_speech.tts import KOKORO_MODEL, KOKORO_VOICE, KOKORO_VOICES
+        from nemotron_speech.tts import KOKORO_VOICE
         from nemotron_speech.tts.espeak import EspeakNotFoundError, find_espeak
     except ImportError as exc:
         return fail(
@@ -103,12 +103,12 @@ def tts_check(options: Options) -> Check:
             "install the project's kokoro extra (pipecat-ai[kokoro]), or use --tts espeak",
         )
     root = download.tts_dir(options.models)
-    for file in (KOKORO_MODEL, KOKORO_VOICES):
+    for file in (download.KOKORO_MODEL, download.KOKORO_VOICES):
         problem = _unreadable(root / file)
         if problem:
             return fail(name, f"Kokoro weights {problem}", _fetch("tts"))
     voice = options.tts_voice or KOKORO_VOICE
-    voices = root / KOKORO_VOICES
+    voices = root / download.KOKORO_VOICES
     if not zipfile.is_zipfile(voices):  # kokoro-onnx np.load()s it: an .npz archive
         return fail(name, f"{voices} is not a voices archive (truncated?)", _fetch("tts"))
     with zipfile.ZipFile(voices) as archive:

@@ -26,6 +26,7 @@ from nemotron_speech.doctor.core import (
     ok,
     skip,
 )
+from nemotron_speech.endpoints import ASR_PORT, LLM_PORT
 from nemotron_speech.llm.launcher import WarmupError, warm_up
 
 ASR_STATES = ("loading", "ready", "stopping")  # what the ASR server's /health reports
@@ -226,10 +227,10 @@ def port_free(port: int) -> bool:
 
 def port_checks(options: Options, probes: Probes) -> list[Check]:
     """The ports the stack binds here are free, or held by that very service."""
-    wanted = [("vLLM", *host_port(options.llm_url, 8000), probes.llm, "--llm-url")]
+    wanted = [("vLLM", *host_port(options.llm_url, LLM_PORT), probes.llm, "--llm-url")]
     if not options.asr_model:
         wanted.append(
-            ("the ASR server", *host_port(options.asr_url, 8080), probes.asr, "--asr-url")
+            ("the ASR server", *host_port(options.asr_url, ASR_PORT), probes.asr, "--asr-url")
         )
     wanted.append(("the voice bot", "localhost", options.bot_port, probes.bot, "--port"))
     checks = []

@@ -2,7 +2,7 @@
 
     nemotron-speech serve-llm --target spark              # real model from models/llm/...
     nemotron-speech serve-llm --target x86 --llm-variant fp8 --dry-run
-    nemotron-speech serve-llm --target cpu-fixture --python /work/vllm-venv/bin/python
+    nemotron-speech serve-llm --target cpu-fixture --model FIXTURE_DIR --python VLLM_VENV/bin/python
 
 The command is printed before it runs so users can copy it into their own launchers. After
 `/health` answers, one short chat completion warms the server up (so the first user turn does
@@ -17,7 +17,8 @@ import os
 import signal
 import sys
 
-from nemotron_speech.llm.recipe import DEFAULT_PORT, TARGETS
+from nemotron_speech.endpoints import LLM_PORT
+from nemotron_speech.llm.recipe import TARGETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="model folder or HF repo id (default: the downloaded checkpoint under "
-        "--models-dir, or the built fixture for cpu-fixture)",
+        "--models-dir; cpu-fixture needs one)",
     )
     parser.add_argument(
         "--llm-variant",
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--models-dir", default=None)
     parser.add_argument("--host", default=None)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=LLM_PORT)
     parser.add_argument(
         "--python",
         default=os.environ.get("NEMOTRON_VLLM_PYTHON"),
@@ -55,15 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model(args: argparse.Namespace) -> str:
-    """The model argument: explicit, else the fixture (built on demand) or the download folder."""
+    """The model argument: explicit, else the download folder of the target's variant."""
     from nemotron_speech import download
 
     if args.model:
         return args.model
-    if args.target == "cpu-fixture":
-        from nemotron_speech.testing.fixture_llm import ensure_fixture_model
-
-        return str(ensure_fixture_model(python=args.python))
     variant = args.llm_variant or TARGETS[args.target].default_variant
     path = download.llm_path(download.models_dir(args.models_dir), variant)
     if not args.dry_run:
@@ -80,6 +77,15 @@ def run(args: argparse.Namespace) -> int:
         print(
             "cpu-fixture needs the vLLM environment's python: --python or NEMOTRON_VLLM_PYTHON "
             "(create it with .ci/setup_vllm.sh)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.target == "cpu-fixture" and not args.model:
+        # the fixture is test code (nemotron_speech.testing): built by the tests, not by us
+        print(
+            "cpu-fixture serves the test fixture model: build it with `python -m "
+            "nemotron_speech.testing.fixture_llm OUT_DIR` (in the vLLM environment) and pass "
+            "--model OUT_DIR",
             file=sys.stderr,
         )
         return 2

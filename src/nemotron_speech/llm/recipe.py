@@ -13,9 +13,9 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-SERVED_MODEL_NAME = "nemotron-3-nano"
+from nemotron_speech.endpoints import LLM_MODEL, LLM_PORT
+
 FIXTURE_MODEL_NAME = "nemotron-fixture"
-DEFAULT_PORT = 8000
 
 # The Nemotron-3-Nano chat template defaults to thinking ON; a voice agent wants short answers
 # without a reasoning preamble, so the server default is off. Clients may still turn it on per
@@ -147,7 +147,7 @@ def build_command(
     target: str,
     model: str,
     *,
-    port: int = DEFAULT_PORT,
+    port: int = LLM_PORT,
     host: str | None = None,
     python: str | None = None,
     served_model_name: str | None = None,
@@ -163,9 +163,7 @@ def build_command(
         spec = TARGETS[target]
     except KeyError:
         raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}") from None
-    name = served_model_name or (
-        FIXTURE_MODEL_NAME if target == "cpu-fixture" else SERVED_MODEL_NAME
-    )
+    name = served_model_name or (FIXTURE_MODEL_NAME if target == "cpu-fixture" else LLM_MODEL)
     host = host or spec.host
     if target == "cpu-fixture":
         argv = [python or "python", "-m", "vllm.entrypoints.openai.api_server", "--model", model]

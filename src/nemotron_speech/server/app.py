@@ -19,6 +19,7 @@ from pathlib import Path
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from nemotron_speech.endpoints import ASR_PORT
 from nemotron_speech.protocol import CloseCode, Ready
 from nemotron_speech.server.inference import InferenceWorker
 from nemotron_speech.server.metrics import ServerMetrics
@@ -33,7 +34,7 @@ class ServerConfig:
 
     model: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = ASR_PORT
     right_context: int | None = None
     device: str = "cpu"
     cuda_graph_decoder: bool = False

@@ -13,9 +13,7 @@ from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMInvocationPar
 from pipecat.services.nvidia.llm import NvidiaLLMService
 from pipecat.utils.types import NOT_GIVEN, NotGiven, assert_given
 
-from nemotron_speech.llm.recipe import DEFAULT_PORT, SERVED_MODEL_NAME
-
-DEFAULT_BASE_URL = f"http://localhost:{DEFAULT_PORT}/v1"
+from nemotron_speech.endpoints import LLM_MODEL, LLM_URL
 
 
 @dataclass
@@ -53,7 +51,7 @@ class NemotronLLMService(NvidiaLLMService):
     def __init__(
         self,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str = LLM_URL,
         api_key: str | None = None,
         settings: Settings | None = None,
         **kwargs,
@@ -67,7 +65,7 @@ class NemotronLLMService(NvidiaLLMService):
                 (default: the name `nemotron-speech serve-llm` serves).
             **kwargs: Passed to `NvidiaLLMService` / `OpenAILLMService`.
         """
-        default_settings = self.Settings(model=SERVED_MODEL_NAME, enable_thinking=False)
+        default_settings = self.Settings(model=LLM_MODEL, enable_thinking=False)
         if settings is not None:
             default_settings.apply_update(settings)
         super().__init__(api_key=api_key, base_url=base_url, settings=default_settings, **kwargs)

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from nemotron_speech.client import AsrConnectionError, open_stream
+from nemotron_speech.endpoints import ASR_URL
 from nemotron_speech.protocol import (
     SAMPLE_RATE,
     Error,
@@ -44,7 +45,6 @@ from nemotron_speech.services.common import (
 from nemotron_speech.services.ttfs import NEMOTRON_TTFS_P99
 
 REPLAY_FRAME_BYTES = 64 * 1024  # 2 s per frame: well under the server's 256 KiB message limit
-DEFAULT_URL = "ws://localhost:8080"
 Control = Finalize | Reset  # the finalize requests the service sends
 
 
@@ -123,9 +123,7 @@ class NemotronSTTService(TranscriptFramesMixin, WebsocketSTTService):
                 a keyword none of pipecat's base classes takes is a `TypeError`.
         """
         reject_unknown_kwargs(NemotronSTTService, kwargs)
-        default_settings = self.Settings(
-            model=MODEL_NAME, language=Language.EN, url=url or DEFAULT_URL
-        )
+        default_settings = self.Settings(model=MODEL_NAME, language=Language.EN, url=url or ASR_URL)
         if settings is not None:
             default_settings.apply_update(settings)
         super().__init__(

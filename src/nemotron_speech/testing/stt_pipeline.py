@@ -30,7 +30,8 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
-RATE = 16_000
+from nemotron_speech.protocol import SAMPLE_RATE
+
 FRAME_BYTES = 640  # 20 ms, what SmallWebRTC delivers
 STOP_SECS = 0.2  # pipecat's recommended VAD stop_secs, used for its TTFS table too
 LATE = 0.6  # an interim may trail its audio by this much on a busy 2-core machine
@@ -38,12 +39,12 @@ LATE = 0.6  # an interim may trail its audio by this much on a busy 2-core machi
 
 def pcm16(path: Path) -> bytes:
     with wave.open(str(path), "rb") as wav:
-        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (RATE, 1, 2)
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (SAMPLE_RATE, 1, 2)
         return wav.readframes(wav.getnframes())
 
 
 def silence(seconds: float) -> bytes:
-    return bytes(2 * int(seconds * RATE))
+    return bytes(2 * int(seconds * SAMPLE_RATE))
 
 
 def conversation(wavs: Iterable[Path], gap: float = 1.2) -> tuple[bytes, list[tuple[float, float]]]:
@@ -54,8 +55,8 @@ def conversation(wavs: Iterable[Path], gap: float = 1.2) -> tuple[bytes, list[tu
     audio, spans = silence(0.5), []
     for path in wavs:
         speech = pcm16(path)
-        start = len(audio) / (2 * RATE)
-        spans.append((start, start + len(speech) / (2 * RATE)))
+        start = len(audio) / (2 * SAMPLE_RATE)
+        spans.append((start, start + len(speech) / (2 * SAMPLE_RATE)))
         audio += speech + silence(gap)
     return audio, spans
 
@@ -65,18 +66,18 @@ def paced(audio: bytes, on_frame: Callable[[float], None] | None = None) -> Iter
     start = time.monotonic()
     for offset in range(0, len(audio), FRAME_BYTES):
         if on_frame:
-            on_frame(offset / (2 * RATE))
-        delay = start + offset / (2 * RATE) - time.monotonic()
+            on_frame(offset / (2 * SAMPLE_RATE))
+        delay = start + offset / (2 * SAMPLE_RATE) - time.monotonic()
         if delay > 0:
             yield SleepFrame(sleep=delay)
-        yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], RATE, 1)
+        yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], SAMPLE_RATE, 1)
 
 
 def unpaced(audio: bytes) -> Iterator[Frame]:
     """20 ms audio frames as fast as the pipeline takes them: the VAD and the services work on
     the audio itself, so behaviour checks need not wait for the clock."""
     for offset in range(0, len(audio), FRAME_BYTES):
-        yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], RATE, 1)
+        yield InputAudioRawFrame(audio[offset : offset + FRAME_BYTES], SAMPLE_RATE, 1)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float) -> Iterator[Frame]:
@@ -143,7 +144,7 @@ def check_turns(down: list[Frame], sentences: list[str], spans: list[tuple[float
     received, previous = 0.0, None
     for frame in down:
         if isinstance(frame, InputAudioRawFrame):
-            received += len(frame.audio) / (2 * RATE)
+            received += len(frame.audio) / (2 * SAMPLE_RATE)
         elif isinstance(frame, TranscriptionFrame):
             previous = None
         elif isinstance(frame, InterimTranscriptionFrame):

@@ -14,13 +14,17 @@ from typing import Literal
 
 from pipecat.services.tts_service import TTSService
 
-from nemotron_speech.download import models_dir, require_weights, tts_dir
+from nemotron_speech.download import (
+    KOKORO_MODEL,
+    KOKORO_VOICES,
+    models_dir,
+    require_weights,
+    tts_dir,
+)
 from nemotron_speech.tts.espeak import EspeakNotFoundError, EspeakTTSService
 
 TtsKind = Literal["kokoro", "espeak"]
 TTS_KINDS: tuple[TtsKind, ...] = ("kokoro", "espeak")
-KOKORO_MODEL = "kokoro-v1.0.onnx"
-KOKORO_VOICES = "voices-v1.0.bin"
 KOKORO_VOICE = "af_heart"
 
 __all__ = [

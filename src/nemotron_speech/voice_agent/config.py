@@ -16,6 +16,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
+from nemotron_speech.endpoints import ASR_URL, LLM_MODEL, LLM_URL
 from nemotron_speech.env import load_env
 from nemotron_speech.tts import TTS_KINDS, create_tts
 
@@ -47,12 +48,12 @@ class BotConfig:
         greeting: Spoken when a client connects ("" for none).
     """
 
-    asr_url: str = "ws://localhost:8080"
+    asr_url: str = ASR_URL
     asr_model: str | None = None
     asr_device: str = "cuda"
     right_context: int | None = None
-    llm_url: str = "http://localhost:8000/v1"
-    llm_model: str = "nemotron-3-nano"
+    llm_url: str = LLM_URL
+    llm_model: str = LLM_MODEL
     llm_api_key: str | None = None
     max_tokens: int | None = None
     tts: str = "kokoro"

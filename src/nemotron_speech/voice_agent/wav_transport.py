@@ -31,10 +31,12 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from nemotron_speech.protocol import SAMPLE_RATE
+
 FRAME_SECS = 0.02  # what SmallWebRTC delivers
 
 
-def load_pcm16(path: str | os.PathLike, sample_rate: int = 16000) -> bytes:
+def load_pcm16(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> bytes:
     """Any audio file soundfile reads, as mono PCM16 at `sample_rate`."""
     audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
