@@ -2,7 +2,9 @@
 # Make NeMo 3.0 ASR importable on the GPU device machine (python3 there = /opt/torch/.venv, Python
 # 3.12, torch 2.11.0+cu130). SOURCE it at the start of a device command, with `.whl` in `carry`:
 #
-#     source benchmarks/device_setup.sh || exit 1; python3 benchmarks/engine.py ...
+#     source benchmarks/device_setup.sh || exit 1; python3 -m benchmarks.engine ...
+#
+# (from the repository root: the benchmarks are a package, found on the working directory)
 #
 # It installs ./.whl/*.whl into /tmp/site (no index, no deps, no torch/CUDA wheels) and exports
 # PYTHONPATH=<repo>/src:/tmp/site so this checkout and the wheels sit in front of the device's

@@ -1,7 +1,7 @@
 """ASR engine benchmark: stock NeMo against our engine variants on the same model and device.
 
-    python benchmarks/engine.py                                        # CPU, generated test model
-    python benchmarks/engine.py --device cuda --full-size --variants stock,eager,graphs,graphs-bf16
+    python -m benchmarks.engine                                        # CPU, generated test model
+    python -m benchmarks.engine --device cuda --full-size --variants stock,eager,graphs,graphs-bf16
 
 Per right context R and batch size B it times one steady-state step (median and max):
 - stock: NeMo's `conformer_stream_step` on ready-made log-mel with batch caches (NeMo's example).
@@ -20,7 +20,6 @@ import argparse
 import difflib
 import gc
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,19 +28,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from random_weights import SPEECH_TOKENS_PER_FRAME, calibrated_full_size, noise  # benchmarks/
-from realtime import real_time_lags, real_time_lags_in_processes  # benchmarks/
-from timing import PhaseTimer, stats, time_finalize, time_steps, time_stock  # benchmarks/
 
+from benchmarks.common import RESULTS, SPEECH, TINY_MODEL, cpu_model, percentile
+from benchmarks.random_weights import SPEECH_TOKENS_PER_FRAME, calibrated_full_size, noise
+from benchmarks.realtime import real_time_lags, real_time_lags_in_processes
+from benchmarks.timing import PhaseTimer, stats, time_finalize, time_steps, time_stock
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import (
     load_nemo_model,
     select_right_context,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
-SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
 VARIANTS = {  # name -> AsrEngine options
     "eager": {"precision": "fp32", "cuda_graphs": False},
     "eager-bf16": {"precision": "bf16", "cuda_graphs": False},
@@ -223,7 +220,7 @@ def real_time_row(args, streams, processes, lags, batches, chunk_ms) -> dict:
         "processes": processes,
         "chunks": len(lags),
         "steps_per_s": round(len(batches) / args.realtime_seconds, 1),
-        "batch_p50": int(np.median(batches)) if batches else 0,
+        "batch_p50": int(percentile(batches, 50)) if batches else 0,
         **stats(lags or [float("inf")]),
         "real_time": bool(lags) and stats(lags)["p99_ms"] <= chunk_ms,
     }
@@ -258,10 +255,7 @@ def peak_memory_gb(device: torch.device) -> float | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def print_step(row: dict) -> None:
@@ -322,7 +316,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="output file")
     args = parser.parse_args()
     result = run(args)
-    out = args.json or ROOT / "benchmarks" / "results" / f"engine-{args.device.split(':')[0]}.json"
+    out = args.json or RESULTS / f"engine-{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

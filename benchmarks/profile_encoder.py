@@ -7,7 +7,7 @@ the GPU time per encoder sub-module summed over layers (CUDA events around each 
 top kernels of the `fast_layers` step from torch.profiler. Usage (device tool, after
 `source benchmarks/device_setup.sh`):
 
-    python benchmarks/profile_encoder.py --batch 1024 --precision bf16
+    python -m benchmarks.profile_encoder --batch 1024 --precision bf16
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import percentile
 from nemotron_speech.asr.engine import PRECISIONS
 from nemotron_speech.asr.fast_layers import use_fast_layers
 from nemotron_speech.asr.model import configure_decoding, select_right_context
@@ -72,7 +73,7 @@ def graph_ms(function, repeats: int = 20) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     del graph
-    return sorted(times)[len(times) // 2]
+    return percentile(times, 50)
 
 
 def module_times(encoder, function, repeats: int = 5) -> dict[str, float]:

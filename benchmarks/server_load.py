@@ -1,7 +1,7 @@
 """ASR server load benchmark: N concurrent clients streaming speech at real time.
 
-    python benchmarks/server_load.py                         # CPU, generated test model, N=1,8,32
-    python benchmarks/server_load.py --device cuda --full-size --clients 1,64,256,400 \
+    python -m benchmarks.server_load                         # CPU, generated test model, N=1,8,32
+    python -m benchmarks.server_load --device cuda --full-size --clients 1,64,256,400 \
         --client-processes 8
 
 Starts the server (or uses --url), then for each N runs N clients for --seconds. Each client
@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
-SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
 PACKET_S = 0.02
 PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
 
@@ -231,8 +228,8 @@ def run_level(
     steps = after["asr_steps_total"] - before["asr_steps_total"]
     batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
-    lag = sorted(x for s in stats for x in s.lag)
-    finalize = sorted(x for s in stats for x in s.finalize)
+    lag = [x for s in stats for x in s.lag]
+    finalize = [x for s in stats for x in s.finalize]
     return {
         "clients": n,
         "client_processes": len(groups),
@@ -254,29 +251,24 @@ def run_level(
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
-    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    return {"p50": round(1000 * q[49], 1), "p99": round(1000 * q[98], 1),
-            "max": round(1000 * values[-1], 1), "n": len(values)}  # fmt: skip
+    """Milliseconds of `values` (seconds)."""
+    return {
+        "p50": round(1000 * percentile(values, 50), 1),
+        "p99": round(1000 * percentile(values, 99), 1),
+        "max": round(1000 * max(values, default=float("nan")), 1),
+        "n": len(values),
+    }
 
 
 def full_size_model(work: Path, device: str, right_context: int) -> tuple[Path, str]:
     """Save the production-size architecture (random weights: same compute, calibrated to emit
     like speech) as a .nemo; also its description."""
-    from random_weights import calibrated_full_size  # benchmarks/
+    from benchmarks.random_weights import calibrated_full_size
 
     model, description = calibrated_full_size(work, device, right_context)
     path = work / "full-size.nemo"
     model.save_to(str(path))
     return path, description
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
@@ -369,7 +361,7 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "rows": rows,
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"server-load-{args.device}.json"
+    out = args.out or RESULTS / f"server-load-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,7 +1,7 @@
 """What the Pipecat services add over the raw clients, and the TTFS behind `ttfs_p99_latency`.
 
-    python benchmarks/services.py --vllm-python /work/vllm-venv/bin/python   # CPU: test models
-    python benchmarks/services.py --asr-url ws://gpu:8080 --llm-url http://spark:8000/v1 \
+    python -m benchmarks.services --vllm-python /work/vllm-venv/bin/python   # CPU: test models
+    python -m benchmarks.services --asr-url ws://gpu:8080 --llm-url http://spark:8000/v1 \
         --llm-model nemotron-3-nano --asr-model models/asr.nemo --device cuda
 
 - STT over WebSocket (the server started on loopback with the generated test model at right
@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from datetime import date
@@ -35,16 +34,13 @@ from itertools import chain
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-from server_load import TINY_MODEL, cpu_model, start_server  # noqa: E402
-
-from nemotron_speech.client import AsrClient  # noqa: E402
-from nemotron_speech.endpoints import LLM_MODEL  # noqa: E402
-from nemotron_speech.protocol import SAMPLE_RATE, Transcript  # noqa: E402
-from nemotron_speech.testing.fixture_llm import CASES, SYSTEM_PROMPT  # noqa: E402
-from nemotron_speech.testing.stt_pipeline import (  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile
+from benchmarks.server_load import start_server
+from nemotron_speech.client import AsrClient
+from nemotron_speech.endpoints import LLM_MODEL
+from nemotron_speech.protocol import SAMPLE_RATE, Transcript
+from nemotron_speech.testing.fixture_llm import CASES, SYSTEM_PROMPT
+from nemotron_speech.testing.stt_pipeline import (
     FRAME_BYTES,
     STOP_SECS,
     FinalsTap,
@@ -58,21 +54,14 @@ from nemotron_speech.testing.stt_pipeline import (  # noqa: E402
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-WAVS = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
 LLM_TURNS = 20  # per round
 # vLLM is busy for a moment after each answer; both paths leave it idle as long before a turn
 IDLE_BEFORE_TURN = 0.1
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
-    ms = np.array(seconds) * 1000
-    return {
-        "n": len(ms),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-    }
+    ms = [1000 * s for s in seconds]
+    return {"n": len(ms), **{f"p{q}_ms": round(percentile(ms, q), 2) for q in (50, 90, 99)}}
 
 
 # -- STT -------------------------------------------------------------------------------------
@@ -83,9 +72,9 @@ async def service_turns(stt) -> tuple[list[float], list[float]]:
     from pipecat.frames.frames import VADUserStoppedSpeakingFrame
     from pipecat.metrics.metrics import TTFBMetricsData
 
-    audio, _ = conversation(WAVS)
+    audio, _ = conversation(SPEECH)
     tap = FinalsTap()
-    frames = chain(paced(audio), wait_for(lambda: len(tap.finals) == len(WAVS), 10))
+    frames = chain(paced(audio), wait_for(lambda: len(tap.finals) == len(SPEECH), 10))
     down, _ = await run_stt(stt, lambda _: frames, tap=tap, start_timeout=180)
     stops = [f.timestamp for f in of_type(down, VADUserStoppedSpeakingFrame)]
     if len(stops) != len(tap.times):
@@ -98,7 +87,7 @@ async def raw_client_finalize(url: str, token: str | None) -> list[float]:
     """Each sentence + 0.2 s of silence at real time, then finalize -> final."""
     times = []
     async with AsrClient.connect(url, token=token) as client:
-        for wav in WAVS:
+        for wav in SPEECH:
             final = asyncio.get_running_loop().create_future()
             reader = asyncio.create_task(read_until_final(client, final))
             audio = pcm16(wav) + silence(STOP_SECS)
@@ -124,7 +113,7 @@ def raw_engine_finalize(engine) -> list[float]:
     """Feed each sentence + 0.2 s of silence in 20 ms packets, stepping as the service does;
     time the last packet (the one after which the VAD stops) through the finalize."""
     times = []
-    for wav in WAVS:
+    for wav in SPEECH:
         stream = engine.open_stream()
         audio = pcm16(wav) + silence(STOP_SECS)
         for offset in range(0, len(audio), FRAME_BYTES):
@@ -331,7 +320,7 @@ def main() -> None:
         "load_average_1m": os.getloadavg()[0],
         "rows": rows,
     }
-    out = args.out or Path(__file__).parent / "results" / f"services-{args.device}.json"
+    out = args.out or RESULTS / f"services-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

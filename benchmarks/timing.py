@@ -3,13 +3,13 @@ latency, and per-phase timers around a step."""
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
 import torch
-from realtime import pcm16  # benchmarks/
 
+from benchmarks.common import percentile
+from benchmarks.realtime import pcm16
 from nemotron_speech.asr import AsrEngine
 
 
@@ -19,11 +19,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def stats(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p99_ms": round(p99, 2),
+        "p50_ms": round(percentile(times, 50), 2),
+        "p99_ms": round(percentile(times, 99), 2),
         "max_ms": round(max(times), 2),
     }
 

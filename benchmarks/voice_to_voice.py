@@ -1,6 +1,6 @@
 """Voice-to-voice latency of the bundled bot, per stage, over real servers.
 
-    python benchmarks/voice_to_voice.py --asr-url ws://HOST:8080 --llm-url http://HOST:8000/v1 \
+    python -m benchmarks.voice_to_voice --asr-url ws://HOST:8080 --llm-url http://HOST:8000/v1 \
         [--llm-model nemotron-3-nano] [--tts kokoro|espeak] [--sentences 0,2,4] [--repeat 3]
 
 Each turn is one fresh `build_bot` pipeline on a `WavTransport` that plays a test sentence in
@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import sys
 from datetime import date
 from pathlib import Path
 
 from pipecat.frames.frames import EndFrame
 
+from benchmarks.common import RESULTS, SPEECH, percentile
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.voice_agent import contributions
 from nemotron_speech.voice_agent.bot import build_bot
@@ -35,7 +35,6 @@ from nemotron_speech.voice_agent.config import BotConfig, add_arguments
 from nemotron_speech.voice_agent.wav_transport import WavTransport, load_pcm16
 
 TURN_TIMEOUT_SECS = 20
-SPEECH = Path(__file__).resolve().parents[1] / "tests" / "assets" / "asr" / "speech"
 STAGES = (
     "endpointing_wait",
     "transcription",
@@ -52,7 +51,7 @@ async def one_turn(config: BotConfig, sentence: int) -> dict | None:
     None when the bot never spoke (the fixture LLM can answer an unscripted prompt with nothing
     speakable, e.g. a malformed tool call).
     """
-    transport = WavTransport(load_pcm16(SPEECH / f"{sentence:02d}.wav"), lead_secs=0.5)
+    transport = WavTransport(load_pcm16(SPEECH[sentence]), lead_secs=0.5)
     agent = build_bot(transport, config)
     task = asyncio.create_task(agent.run())
     try:
@@ -75,17 +74,12 @@ async def one_turn(config: BotConfig, sentence: int) -> dict | None:
     }
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def summarize(turns: list[dict]) -> dict[str, dict[str, float]]:
     keys = [*STAGES, "total"]
     return {
         key: {
-            "median": statistics.median(t.get(key, 0.0) for t in turns),
-            "p90": percentile([t.get(key, 0.0) for t in turns], 0.9),
+            "median": percentile([t.get(key, 0.0) for t in turns], 50),
+            "p90": percentile([t.get(key, 0.0) for t in turns], 90),
         }
         for key in keys
     }
@@ -120,7 +114,7 @@ async def main() -> None:
         "silent_turns": silent,
         "turns": turns,
     }
-    out = args.out or Path(__file__).parent / "results" / f"voice-to-voice-{config.tts}.json"
+    out = args.out or RESULTS / f"voice-to-voice-{config.tts}.json"
     out.write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
 

@@ -1,4 +1,5 @@
-"""`benchmarks/engine.py` runs end to end on the CPU and records what its tables are built from.
+"""`python -m benchmarks.engine` runs end to end on the CPU and records what its tables are
+built from.
 
 The benchmark wraps engine internals (phase timers) and drives the real-time simulation in and
 out of process, so an engine refactor that breaks it should fail here, not on a scarce GPU run.
@@ -23,7 +24,8 @@ def test_engine_benchmark_records_steps_agreement_and_real_time(tmp_path):
     out = tmp_path / "engine.json"
     command = [
         sys.executable,
-        "benchmarks/engine.py",
+        "-m",
+        "benchmarks.engine",
         "--profile",
         "--variants",
         "stock,eager",
@@ -63,3 +65,19 @@ def test_engine_benchmark_records_steps_agreement_and_real_time(tmp_path):
     real_time = [(row["streams"], row["processes"]) for row in eager["real_time"]]
     assert real_time == [(2, 1), (2, 2)]
     assert all(row["chunks"] > 0 and row["batch_p50"] >= 1 for row in eager["real_time"])
+
+
+def test_every_benchmark_imports_as_part_of_the_package():
+    """The commands in docs/benchmarks.md are `python -m benchmarks.NAME`: every module's imports
+    resolve inside the package (one process, so torch and NeMo load once)."""
+    names = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+    assert {"engine", "server_load", "services", "voice_to_voice"} <= set(names)
+    code = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *(f"benchmarks.{n}" for n in names)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
