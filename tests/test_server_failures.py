@@ -1,0 +1,112 @@
+"""What a failure costs, on an in-process ASR server (so a fault can be put into its engine):
+an engine failure ends its own stream with 1011 and no other, a handshake under way when
+shutdown begins is refused, and an idle client is closed with 4000."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from server_fixtures import frames, pcm16
+
+from nemotron_speech.client import AsrClient, AsrConnectionError, open_stream
+from nemotron_speech.protocol import CloseCode, Error, Transcript
+from nemotron_speech.server.app import AsrServer, Health, ServerConfig
+from nemotron_speech.testing.sentences import SENTENCES
+
+POISON = b"\x7f\x7f" * 321  # audio the patched engine fails on
+
+
+@asynccontextmanager
+async def served(model: Path, **options) -> AsyncIterator[AsrServer]:
+    """An `AsrServer` on this event loop and a free port, ready; stopped (gracefully) after."""
+    server = AsrServer(ServerConfig(model=model, port=0, right_context=1, **options))
+    running = asyncio.create_task(server.run())
+    try:
+        async with asyncio.timeout(180):
+            while server.health is not Health.READY:
+                if running.done():
+                    running.result()  # the load failed: raise its error
+                await asyncio.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        await asyncio.wait_for(running, 60)
+
+
+def url(server: AsrServer) -> str:
+    return f"ws://127.0.0.1:{server.port}"
+
+
+async def final_text(client: AsrClient) -> str:
+    async for event in client:
+        if isinstance(event, Transcript) and event.finalize:
+            return event.text
+    raise AssertionError(f"closed without a final: {client.close_code} {client.close_reason}")
+
+
+async def test_an_engine_failure_costs_its_stream_and_no_other(
+    asr_model_path, speech_wavs, monkeypatch
+):
+    async with served(asr_model_path) as server:
+        engine = server._worker.engine
+        feed = engine.feed
+
+        def failing_feed(stream_id: int, data: bytes) -> None:
+            if POISON in data:
+                raise RuntimeError("injected engine fault")
+            feed(stream_id, data)
+
+        monkeypatch.setattr(engine, "feed", failing_feed)
+        address = url(server)
+        async with AsrClient.connect(address) as victim, AsrClient.connect(address) as other:
+            audio = pcm16(speech_wavs[3])
+            half = len(audio) // 2 // 2 * 2
+            for frame in frames(audio[:half]):
+                await other.send_audio(frame)
+            await victim.send_audio(POISON)
+            assert [event async for event in victim] == [
+                Error("internal error in the ASR engine; reconnect")
+            ]
+            assert (victim.close_code, victim.close_reason) == (
+                CloseCode.INTERNAL_ERROR,
+                "engine failure",
+            )
+            for frame in frames(audio[half:]):  # the other stream goes on where it was
+                await other.send_audio(frame)
+            await other.end()
+            assert await final_text(other) == SENTENCES[3]
+        async with AsrClient.connect(address) as again:  # and new streams are served
+            for frame in frames(pcm16(speech_wavs[4])):
+                await again.send_audio(frame)
+            await again.end()
+            assert await final_text(again) == SENTENCES[4]
+
+
+async def test_a_handshake_under_way_when_shutdown_begins_is_refused(asr_model_path):
+    """The port stops listening at once; a connection already accepted but not yet upgraded
+    gets websockets' HTTP 503, so a client retries (elsewhere) instead of waiting."""
+    async with served(asr_model_path) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        await asyncio.sleep(0.2)  # the loop accepts it; its request is not sent yet
+        server.stop()
+        while server.health is not Health.STOPPING:
+            await asyncio.sleep(0.01)
+        with pytest.raises(AsrConnectionError) as error:
+            await open_stream(url(server), sock=sock)
+        assert (error.value.code, error.value.reason) == (503, "Server is shutting down.")
+        assert not error.value.refused  # a 5xx: worth retrying, unlike a wrong token
+
+
+async def test_an_idle_client_is_closed(asr_model_path):
+    async with served(asr_model_path, idle_timeout=0.5) as server:
+        async with AsrClient.connect(url(server)) as client:
+            events = [event async for event in client]  # send nothing
+        assert events == [Error("no message for 0.5 s")]
+        assert (client.close_code, client.close_reason) == (CloseCode.IDLE_TIMEOUT, "idle timeout")
+        assert 'asr_client_errors_total{cause="idle_timeout"} 1' in server.metrics.render()
