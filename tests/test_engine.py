@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ torch = pytest.importorskip("torch")
 
 from nemotron_speech.asr import AsrEngine, AsrError, BufferFullError, StreamNotFoundError  # noqa: E402
 from nemotron_speech.asr.audio import load_audio  # noqa: E402
+from nemotron_speech.asr.features import IncrementalLogMel, MelFrontEnd  # noqa: E402
+from nemotron_speech.asr.model import streaming_preprocessor  # noqa: E402
 from nemotron_speech.testing.sentences import SENTENCES  # noqa: E402
 
 RIGHT_CONTEXTS = (0, 1, 6, 13)
@@ -51,23 +55,25 @@ def test_geometry_follows_right_context(any_engine):
     assert any_engine.supported_right_contexts == [0, 1, 6, 13]
 
 
-def test_staggered_streams_batched_equal_each_alone(engine, speech):
-    picked = [0, 5, 9, 12]
-    starts = [0, 3, 7, 8]  # in 160 ms chunks, so each tick sees first and later steps mixed
-    packets = [pcm16(speech[i]) for i in picked]
-    streams = [engine.open_stream() for _ in picked]
+def test_staggered_streams_batched_equal_each_alone(any_engine, speech):
+    """All 16 utterances as streams that start one step apart, so every step mixes first and
+    later chunks (two model calls); each final equals the utterance streamed alone."""
+    engine = any_engine
+    chunk = engine.geometry.chunk * engine.geometry.hop_samples * 2  # bytes per step
+    packets = [pcm16(samples) for samples in speech]
+    streams = [engine.open_stream() for _ in speech]
     finals: dict[int, tuple[int, ...]] = {}
     largest_batch, mixed_calls = 0, False
     tick = 0
-    offsets = [0] * len(picked)
-    while len(finals) < len(picked):
+    offsets = [0] * len(speech)
+    while len(finals) < len(speech):
         for n, stream in enumerate(streams):
-            if tick < starts[n] or stream in finals:
+            if tick < n or stream in finals:
                 continue
-            chunk = packets[n][offsets[n] : offsets[n] + 16 * PACKET]
-            offsets[n] += len(chunk)
-            if chunk:
-                engine.feed(stream, chunk)
+            piece = packets[n][offsets[n] : offsets[n] + chunk]
+            offsets[n] += len(piece)
+            if piece:
+                engine.feed(stream, piece)
             elif not engine._stream(stream).finalizing:
                 engine.request_finalize(stream, reset=True)
         for transcript in engine.step():
@@ -77,9 +83,26 @@ def test_staggered_streams_batched_equal_each_alone(engine, speech):
         mixed_calls = mixed_calls or engine.last_step.model_calls == 2
         tick += 1
     for n, stream in enumerate(streams):
-        assert finals[stream] == engine.transcribe(speech[picked[n]]).token_ids
+        assert finals[stream] == engine.transcribe(speech[n]).token_ids, f"utterance {n}"
         engine.close(stream)
-    assert largest_batch == len(picked) and mixed_calls
+    assert largest_batch >= 4 and mixed_calls
+
+
+def test_incremental_log_mel_equals_whole_utterance_log_mel(engine, speech):
+    """The engine's front end: features computed piecewise as audio arrives (packets of several
+    sizes) are exactly the preprocessor's features of the whole utterance."""
+    front_end = MelFrontEnd(streaming_preprocessor(engine.model), engine.device)
+    hop, window = engine.geometry.hop_samples, engine.geometry.window_samples
+    for samples, packet in zip(speech, itertools.cycle((320, 1234, 4801)), strict=False):
+        mel = IncrementalLogMel(hop, window)
+        pieces = []
+        for start in range(0, len(samples), packet):
+            final = start + packet >= len(samples)
+            segment = mel.plan(samples[start : start + packet], final=final)
+            if segment is not None:
+                pieces.append(mel.accept(front_end([segment])[0]))
+        whole = front_end([samples])[0][:, : len(samples) // hop]
+        assert np.array_equal(np.concatenate(pieces, axis=1), whole)
 
 
 def test_soft_flush_changes_nothing(engine, speech):
