@@ -49,19 +49,16 @@ class StreamState:
         self._history = self._features
         self._frames_cut = 0
         self.steps = 0
+        self._final_frame = 0  # a context-keeping finalize's final falls at this frame
+        self.commit()
+
+    def commit(self) -> None:
+        """The next utterance starts; after a context-keeping final, caches and audio go on."""
         self.token_ids: list[int] = []
         self.reported_tokens = 0
         self.reported_text = ""
         self.finalizing = False  # a final is due once the audio up to the request is processed
         self.resetting = False  # ... and then the stream starts clean (the audio ends there)
-        self._final_frame = 0  # a context-keeping finalize's final falls at this frame
-
-    def commit(self) -> None:
-        """After a context-keeping final: the next utterance starts, caches and audio go on."""
-        self.token_ids = []
-        self.reported_tokens = 0
-        self.reported_text = ""
-        self.finalizing = False
 
     def add_pcm16(self, data: bytes) -> None:
         """Append little-endian PCM16 bytes. Conversion waits for `plan_features()`, once per
