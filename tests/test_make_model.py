@@ -20,7 +20,8 @@ def record(asr_model_path) -> dict:
 
 
 def test_committed_model_matches_its_record(asr_model_path, record):
-    assert record["exact_matches_per_right_context"] == ALL_EXACT
+    """The record describes these weights (that they transcribe every sentence at every right
+    context is test_engine.py's to check, on the model itself)."""
     assert weights_sha256(load_nemo_model(asr_model_path)) == record["weights_sha256"]
 
 

@@ -141,8 +141,6 @@ async def test_voice_turn_reaches_llm_and_bot_speaks(speech_wavs):
     assert len(transport.output().audio) > 0.5 * 2 * 24000  # > 0.5 s of speech at 24 kHz
     parts = contributions(agent.latency.breakdowns[0])
     assert {"endpointing_wait", "transcription", "llm_inference", "speech_synthesis"} <= set(parts)
-    assert parts["endpointing_wait"] == pytest.approx(0.2, abs=0.05)
-    assert 0.2 < agent.latency.breakdowns[0].total_secs < 5
 
 
 async def test_text_in_voice_out():
