@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
-torch = pytest.importorskip("torch")
-soundfile = pytest.importorskip("soundfile")
-
-from nemotron_speech import cli  # noqa: E402
-from nemotron_speech.asr import AsrEngine, AudioFormatError, ModelLoadError, ModelNotFoundError  # noqa: E402
-from nemotron_speech.asr.audio import load_audio  # noqa: E402
-from nemotron_speech.testing.sentences import SENTENCES  # noqa: E402
+from nemotron_speech import cli
+from nemotron_speech.asr import AsrEngine, AudioFormatError, ModelLoadError, ModelNotFoundError
+from nemotron_speech.asr.audio import load_audio
+from nemotron_speech.testing.sentences import SENTENCES
 
 
 def test_missing_model_names_path_and_download_step(tmp_path):

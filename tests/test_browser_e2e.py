@@ -20,15 +20,13 @@ import urllib.request
 import pytest
 from browser import Chromium, find_chromium
 from server_fixtures import running_server
+from tools import unavailable
 from voice_page import ROOT, SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
 from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.testing.sentences import SENTENCES
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(find_chromium() is None, reason="chromium missing: .ci/setup_browser.sh"),
-]
+pytestmark = pytest.mark.slow
 SCREENSHOT = ROOT / "docs" / "images" / "voice-bot.png"
 
 
@@ -41,6 +39,8 @@ def asr_server(asr_model_path, tmp_path_factory):
 @pytest.fixture
 def bot(asr_server, vllm_server, tmp_path):
     """`python pipelines/voice_bot.py -t webrtc` on a free port; yields (base URL, log path)."""
+    if find_chromium() is None:
+        unavailable("chromium missing: run .ci/setup_browser.sh")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "bot.log"

@@ -46,6 +46,7 @@ from netns import (
     veth_lan,
 )
 from server_fixtures import running_server
+from tools import unavailable
 from voice_page import SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
 from nemotron_speech.testing.sentences import SENTENCES
@@ -70,11 +71,6 @@ SELECTED_PAIR = """(async () => {
   const [local, remote] = [stats.get(pair.localCandidateId), stats.get(pair.remoteCandidateId)];
   return {local: local.address, remote: remote.address, type: remote.candidateType};
 })()"""
-
-
-def unavailable(reason: str) -> None:
-    """CI must run this test: a missing tool there is a failure, elsewhere a skip."""
-    (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
 
 
 @contextmanager
@@ -132,7 +128,7 @@ def asr_server(asr_model_path, tmp_path_factory):
 def lan(asr_server, vllm_server):
     """The namespaces, the test servers forwarded into the bot's, and a STUN server."""
     if find_chromium() is None:
-        unavailable("chromium missing: .ci/setup_browser.sh")
+        unavailable("chromium missing: run .ci/setup_browser.sh")
     with ExitStack() as stack:
         try:
             net = stack.enter_context(veth_lan())

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"

@@ -13,6 +13,7 @@ What is checked, honestly (no Docker engine on CI machines, so nothing is built 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -21,10 +22,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tools import unavailable
 
 from nemotron_speech import download
 from nemotron_speech.endpoints import ASR_URL, LLM_MODEL, LLM_URL
 from nemotron_speech.llm.recipe import build_command
+from nemotron_speech.server import __main__ as server_main
+from nemotron_speech.voice_agent import access, config
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 MODELS = Path("/models")
@@ -47,7 +51,7 @@ def compose(name: str) -> dict:
 def lint_tool(relative: str) -> str:
     root = os.environ.get(LINT_ENV)
     if not root:
-        pytest.skip(f"{LINT_ENV} is unset: install the linters with .ci/setup_lint_tools.sh")
+        unavailable(f"{LINT_ENV} is unset: install the linters with .ci/setup_lint_tools.sh")
     path = Path(root) / relative
     assert path.exists(), f"{path} missing: rerun .ci/setup_lint_tools.sh {root}"
     return str(path)
@@ -115,7 +119,6 @@ def published(service: dict) -> str:
 
 def test_bot_is_on_the_host_network_and_on_loopback_unless_told():
     """WebRTC media needs the host's addresses; the page stays on loopback by default."""
-    access = pytest.importorskip("nemotron_speech.voice_agent.access")
     services = compose("compose.yaml")["services"]
     bot = services["bot"]
     assert bot["network_mode"] == "host" and "ports" not in bot
@@ -182,10 +185,6 @@ def test_docker_compose_config():
 
 def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
     """Every NEMOTRON_* variable compose sets reaches a bot flag through its env default."""
-    import argparse
-
-    config = pytest.importorskip("nemotron_speech.voice_agent.config")
-    access = pytest.importorskip("nemotron_speech.voice_agent.access")
     env = compose("compose.yaml")["services"]["bot"]["environment"]
     env = {name: value for name, value in env.items() if name.startswith("NEMOTRON_")}
     for name, value in env.items():
@@ -197,7 +196,6 @@ def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
 
 
 def test_asr_command_parses_with_the_server_cli_and_matches_haproxy_cap():
-    server_main = pytest.importorskip("nemotron_speech.server.__main__")
     asr = compose("compose.yaml")["services"]["asr"]
     assert asr["command"][:3] == ["python", "-m", "nemotron_speech.server"]
     args = server_main.build_parser().parse_args(asr["command"][3:])

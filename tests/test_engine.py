@@ -7,13 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from nemotron_speech.asr import AsrEngine, AsrError, BufferFullError, StreamNotFoundError  # noqa: E402
-from nemotron_speech.asr.audio import load_audio  # noqa: E402
-from nemotron_speech.asr.features import IncrementalLogMel, MelFrontEnd  # noqa: E402
-from nemotron_speech.asr.model import streaming_preprocessor  # noqa: E402
-from nemotron_speech.testing.sentences import SENTENCES  # noqa: E402
+from nemotron_speech.asr import AsrEngine, AsrError, BufferFullError, StreamNotFoundError
+from nemotron_speech.asr.audio import load_audio
+from nemotron_speech.asr.features import IncrementalLogMel, MelFrontEnd
+from nemotron_speech.asr.model import streaming_preprocessor
+from nemotron_speech.testing.sentences import SENTENCES
 
 RIGHT_CONTEXTS = (0, 1, 6, 13)
 PACKET = 320  # 20 ms

@@ -13,10 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("torch")
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -4,17 +4,16 @@ them emits the same tokens as NeMo's whole-utterance decoding."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from nemotron_speech.asr import AsrEngine  # noqa: E402
-from nemotron_speech.asr.audio import load_audio  # noqa: E402
-from nemotron_speech.asr.fast_layers import (  # noqa: E402
+from nemotron_speech.asr import AsrEngine
+from nemotron_speech.asr.audio import load_audio
+from nemotron_speech.asr.fast_layers import (
     StreamingConformerConvolution,
     StreamingRelPositionAttention,
     use_fast_layers,
 )
-from nemotron_speech.asr.model import load_nemo_model, select_right_context  # noqa: E402
+from nemotron_speech.asr.model import load_nemo_model, select_right_context
 
 RIGHT_CONTEXTS = (0, 1, 6, 13)
 

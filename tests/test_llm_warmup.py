@@ -20,6 +20,7 @@ import sys
 
 import pytest
 from test_docker_files import compose
+from tools import unavailable
 from vllm_server import VLLM_PYTHON_ENV
 
 from nemotron_speech.endpoints import LLM_MODEL, LLM_PORT
@@ -74,7 +75,7 @@ def test_gpu_targets_cache_prefixes_in_align_mode_and_the_fixture_does_not():
 def test_vllm_accepts_the_gpu_flags_and_finds_the_compose_cache_paths():
     python = os.environ.get(VLLM_PYTHON_ENV)
     if not python:
-        pytest.skip(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
+        unavailable(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
     argvs = {}
     for target in ("spark", "x86"):
         argv = build_command(target, "/models/m").argv

@@ -22,8 +22,6 @@ from nemotron_speech.testing.stt_pipeline import (
     wait_for,
 )
 
-pytest.importorskip("torch")
-
 TURNS = [11, 2]
 ENGINE_CALLS = ("open_stream", "feed", "step", "finalize", "close")
 

@@ -6,10 +6,8 @@ import json
 
 import pytest
 
-pytest.importorskip("nemo")
-
-from nemotron_speech.asr.model import load_nemo_model  # noqa: E402
-from nemotron_speech.testing.make_model import build, build_environment, weights_sha256  # noqa: E402
+from nemotron_speech.asr.model import load_nemo_model
+from nemotron_speech.testing.make_model import build, build_environment, weights_sha256
 
 ALL_EXACT = {"0": 16, "1": 16, "6": 16, "13": 16}
 

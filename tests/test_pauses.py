@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from nemotron_speech.asr import AsrEngine  # noqa: E402
-from nemotron_speech.asr.audio import load_audio  # noqa: E402
-from nemotron_speech.testing.pauses import same_words, with_pause  # noqa: E402
-from nemotron_speech.testing.sentences import SENTENCES  # noqa: E402
+from nemotron_speech.asr import AsrEngine
+from nemotron_speech.asr.audio import load_audio
+from nemotron_speech.testing.pauses import same_words, with_pause
+from nemotron_speech.testing.sentences import SENTENCES
 
 PACKET = 320  # 20 ms
 

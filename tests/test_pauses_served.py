@@ -11,16 +11,14 @@ import pytest
 from pipecat.frames.frames import TranscriptionFrame
 from server_fixtures import TOKEN, frames, running_server
 
+from nemotron_speech.asr.audio import load_audio
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import Transcript
+from nemotron_speech.services.local_stt import NemotronLocalSTTService
 from nemotron_speech.services.stt import NemotronSTTService
 from nemotron_speech.testing.pauses import same_words, with_pause
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.testing.stt_pipeline import of_type, run_stt, silence, unpaced, wait_for
-
-pytest.importorskip("torch")
-from nemotron_speech.asr.audio import load_audio  # noqa: E402
-from nemotron_speech.services.local_stt import NemotronLocalSTTService  # noqa: E402
 
 CONVERSATION = [3, 12, 6, 9]  # four turns, each with its pause, 1.5 s of silence between them
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tools import unavailable
 
 from nemotron_speech.llm.launcher import RunningServer, free_port, start_server
 from nemotron_speech.llm.recipe import build_command
@@ -47,7 +48,7 @@ def vllm_server_fixture() -> Iterator[RunningServer]:
     """Session-wide fixture server; skipped only when the vLLM venv is not configured."""
     python = os.environ.get(VLLM_PYTHON_ENV)
     if not python:
-        pytest.skip(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
+        unavailable(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
     with tempfile.TemporaryDirectory(prefix="vllm-fixture-") as log_dir:
         server = start_fixture_server(python, Path(log_dir))
         try:
