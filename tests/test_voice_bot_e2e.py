@@ -110,9 +110,11 @@ async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
         assert key in parts, f"{key} missing from {parts}"
     # The observer's clock starts where the VAD places speech end; check it against the last
     # voiced sample of the recording, as played, and the first sample the bot wrote.
+    # The margin covers how late a loaded machine's VAD sees the speech end, not a latency goal
+    # (benchmarks/voice_to_voice.py measures that): an observer counting from elsewhere, such
+    # as the start of speech or the connection, is off by seconds.
     speech_end = transport.input().speech_started_at + last_voiced_secs(speech)
-    assert breakdown.total_secs == pytest.approx(output.first_audio_at - speech_end, abs=0.15)
-    assert breakdown.total_secs < 10
+    assert breakdown.total_secs == pytest.approx(output.first_audio_at - speech_end, abs=1.0)
 
 
 def run_pipeline(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
