@@ -28,13 +28,9 @@ import json
 import multiprocessing
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +40,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
+from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
 
 PACKET_S = 0.02
 PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
@@ -151,17 +148,6 @@ async def run_client(
     receiver.cancel()
 
 
-def metrics(http: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
-
-
 def cpu_seconds(pid: int | None) -> tuple[float, float]:
     """CPU seconds (user + system) of a process: all threads, and its main thread alone (the
     server's event loop; the rest is the inference thread and torch)."""
@@ -209,8 +195,7 @@ def run_level(
     request: str = "end",
 ) -> dict:
     """N clients, spread over `processes` client processes (one event loop each)."""
-    http = url.replace("ws://", "http://", 1)
-    before, cpu_before, started = metrics(http), cpu_seconds(pid), time.perf_counter()
+    before, cpu_before, started = read_metrics(url), cpu_seconds(pid), time.perf_counter()
     own_before = sum(os.times()[:4])  # this process and its finished children
     groups = [list(range(k, n, processes)) for k in range(min(processes, n))]
     if len(groups) == 1:
@@ -224,7 +209,7 @@ def run_level(
             ]
             stats = [stat for future in futures for stat in future.result()]
     wall = time.perf_counter() - started
-    after, cpu_after, own_after = metrics(http), cpu_seconds(pid), sum(os.times()[:4])
+    after, cpu_after, own_after = read_metrics(url), cpu_seconds(pid), sum(os.times()[:4])
     steps = after["asr_steps_total"] - before["asr_steps_total"]
     batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
@@ -271,24 +256,15 @@ def full_size_model(work: Path, device: str, right_context: int) -> tuple[Path, 
     return path, description
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
-    command = [
-        sys.executable, "-m", "nemotron_speech.server", "--model", str(args.model),
-        "--port", "0", "--right-context", str(args.right_context), "--device", args.device,
+def serve(args) -> AsrServerProcess:
+    """The server on a free port, its log on this process's stderr."""
+    return start_server(
+        "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
         "--batch-wait-ms", str(args.batch_wait_ms), "--precision", args.precision,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    port = None
-    for line in process.stderr:
-        print(line.rstrip(), file=sys.stderr)
-        port = port or re.search(r"listening on ws://[^:]+:(\d+)", line)
-        if " ready: " in line:  # keep draining its log so the pipe never blocks the server
-            threading.Thread(target=lambda: sys.stderr.writelines(process.stderr),
-                             daemon=True).start()  # fmt: skip
-            return process, f"ws://127.0.0.1:{port.group(1)}"
-    raise SystemExit(f"server exited with {process.wait()} before it was ready")
+        model=args.model, timeout=1800,
+        extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -321,7 +297,8 @@ def main() -> None:
         args.model, args.model_description = full_size_model(
             Path(work.name), args.device, args.right_context
         )
-    process, url = (None, args.url) if args.url else start_server(args)
+    server = None if args.url else serve(args)
+    url = args.url or server.url
     utterances = load_utterances()
     asyncio.run(calibrate(url, args.token, utterances))
     wrong = sum(u.final != u.text for u in utterances)
@@ -330,7 +307,7 @@ def main() -> None:
     rows = []
     try:
         for n in (int(x) for x in args.clients.split(",")):
-            pid = process.pid if process else None
+            pid = server.process.pid if server else None
             row = run_level(
                 url,
                 args.token,
@@ -344,9 +321,8 @@ def main() -> None:
             rows.append(row)
             print_row(rows[-1], header=len(rows) == 1)
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(30)
+        if server is not None:
+            server.stop(timeout=30)
         work.cleanup()
     result = {
         "date": date.today().isoformat(),

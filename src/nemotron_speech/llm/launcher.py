@@ -2,56 +2,35 @@
 
 Used by `nemotron-speech serve-llm` and by the tests (which start the CPU fixture server once per
 session). Only the standard library is used: the caller's environment need not contain vLLM,
-because vLLM runs as a child process, possibly from another virtual environment.
+because vLLM runs as a child process (`child_server`), possibly from another virtual environment.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
+from nemotron_speech.child_server import ChildServer, ServerStartError, http_get, spawn
+from nemotron_speech.child_server import free_port as free_port  # callers' name for it
 from nemotron_speech.llm.recipe import LaunchSpec
 
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 # A short chat turn: the prompt goes through the chat template and the prefill kernels, and a few
 # tokens through decoding. docker/compose.yaml's llm health check sends the same request.
 WARMUP_REQUEST = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 4}
-
-
-class ServerStartError(RuntimeError):
-    """vLLM exited or did not become healthy in time; the message carries the log tail."""
 
 
 class WarmupError(RuntimeError):
     """The warm-up completion failed; the message names the URL and what the server said."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (tests run servers side by side)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def is_healthy(base_url: str, timeout: float = 2.0) -> bool:
     """True when vLLM's `GET /health` answers 200 (it does once the engine has loaded)."""
-    root = base_url.removesuffix("/v1")
-    try:
-        with urllib.request.urlopen(f"{root}/health", timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_get(f"{base_url.removesuffix('/v1')}/health", timeout)[0] == 200
 
 
 def warm_up(
@@ -82,13 +61,11 @@ def warm_up(
 
 
 @dataclass
-class RunningServer:
+class RunningServer(ChildServer):
     """A vLLM child process and where to reach it."""
 
-    spec: LaunchSpec
-    process: subprocess.Popen
-    log_path: Path | None
-    started_in_s: float  # until /health answered 200
+    spec: LaunchSpec = field(kw_only=True)
+    started_in_s: float = 0.0  # until /health answered 200
     warmup_s: float | None = None  # the warm-up completion, when one was sent
 
     @property
@@ -98,30 +75,6 @@ class RunningServer:
     @property
     def model(self) -> str:
         return self.spec.served_model_name
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the whole process group (vLLM forks an engine core), then SIGKILL if needed."""
-        if self.process.poll() is not None:
-            return
-        pgid = os.getpgid(self.process.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the parent dies, so a killed test run or CLI
-    never leaves a vLLM holding memory and a port (no-op elsewhere)."""
-    if sys.platform == "linux":
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_server(
@@ -140,29 +93,8 @@ def start_server(
     seconds pass; the real model can take 10-15 minutes to load on a Spark, the CPU fixture ~25 s.
     """
     env = {**os.environ, **spec.env, **(extra_env or {})}
-    out: IO | None = open(log_path, "wb") if log_path else None  # noqa: SIM115 - child owns it
-    t0 = time.monotonic()
-    process = subprocess.Popen(
-        spec.argv,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    if out:
-        out.close()
-    server = RunningServer(spec, process, log_path, 0.0)
-    while not is_healthy(spec.base_url):
-        if process.poll() is not None:
-            raise ServerStartError(
-                f"vLLM exited with code {process.returncode}:\n{server.log_tail()}"
-            )
-        if time.monotonic() - t0 > timeout:
-            server.stop()
-            raise ServerStartError(f"vLLM not healthy after {timeout:.0f} s:\n{server.log_tail()}")
-        time.sleep(0.5)
-    server.started_in_s = time.monotonic() - t0
+    server = RunningServer("vLLM", spawn(spec.argv, env, log_path), log_path, spec=spec)
+    server.started_in_s = server.wait_until(lambda: is_healthy(spec.base_url), "healthy", timeout)
     if warm:
         try:
             left = max(timeout - server.started_in_s, 30.0)

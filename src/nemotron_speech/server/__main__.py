@@ -87,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for each stream's final on shutdown",
     )
     parser.add_argument(
+        "--port-file", type=Path, default=None, help="write the bound port here once listening"
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
 

@@ -47,6 +47,7 @@ class ServerConfig:
     max_buffered_seconds: float = 30.0
     batch_wait_ms: float = 0.0
     shutdown_timeout: float = 5.0
+    port_file: Path | None = None  # where to write the bound port once listening
 
 
 class Health(enum.Enum):
@@ -88,6 +89,8 @@ class AsrServer:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
             log.info("listening on ws://%s:%d (loading the model)", config.host, self.port)
+            if config.port_file is not None:
+                _write_port(config.port_file, self.port)
             self._worker.start()
             engine = await self._worker.loaded
             self._ready_message = Ready(
@@ -197,6 +200,13 @@ class AsrServer:
                     f"{what} token: send the header 'Authorization: Bearer <token>'\n",
                 )
         return None
+
+
+def _write_port(path: Path, port: int) -> None:
+    """Write the port whole (a temporary file renamed), so a reader never sees half of it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{port}\n")
+    partial.replace(path)
 
 
 def _with_type(response: Response, content_type: str) -> Response:
