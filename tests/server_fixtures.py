@@ -33,8 +33,6 @@ def running_server(
     """The package's launcher (model None: the server's default place), its log in `log_dir`;
     by default it waits until /health says ready; SIGTERM at the end."""
     server = start_server(
-        "--right-context",
-        "1",
         *options,
         model=model,
         log_path=log_dir / "server.log",

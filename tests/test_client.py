@@ -1,4 +1,5 @@
-"""`AsrClient` and the example client against a real server on loopback.
+"""`AsrClient` and the example client against a real server on loopback, started as the seed's
+users start it.
 
 The example runs as `uv run asr_client.py` from an empty folder (`standalone.run_example`): an
 environment built from its inline metadata, without this package.
@@ -13,6 +14,7 @@ from server_fixtures import TOKEN, events_until_final, frames, pcm16, running_se
 from standalone import run_example
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
+from nemotron_speech.download import asr_path
 from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.protocol import Ready, Transcript
 from nemotron_speech.testing.sentences import SENTENCES
@@ -20,10 +22,19 @@ from nemotron_speech.testing.sentences import SENTENCES
 
 @pytest.fixture(scope="module")
 def server(asr_model_path, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("client-server")
+    """No --model (the model lies where `nemotron-speech download asr` puts it) and no
+    --right-context (the seed's 1), as in the seed's `python -m nemotron_speech.server`."""
+    models = tmp_path_factory.mktemp("models")
+    asr_path(models).parent.mkdir()
+    asr_path(models).symlink_to(asr_model_path)
     options = ["--auth-token", TOKEN, "--batch-wait-ms", "5"]  # also covers the batching window
-    with running_server(asr_model_path, log_dir, *options) as server:
+    env = {"NEMOTRON_MODELS_DIR": str(models)}
+    with running_server(None, models, *options, extra_env=env) as server:
         yield server
+
+
+def test_server_found_the_downloaded_model(server):
+    assert f"ready: model={asr_path(server.log_path.parent)} device=cpu" in server.log()
 
 
 async def test_connect_waits_for_ready(server):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -291,13 +292,21 @@ async def test_loading_then_sigterm_finalizes_open_streams(asr_model_path, tmp_p
         assert "shutting down: finalizing 2 open streams" in server.log()
 
 
-def test_command_line_says_what_is_missing():
-    """Both entry points share one parser; a missing model is named before anything loads."""
+def test_command_line_says_what_is_missing(tmp_path):
+    """Both entry points share one parser; a missing model, given or at the default place (where
+    `nemotron-speech download asr` puts it), is one line naming the path and the fix."""
+    env = {**os.environ, "NEMOTRON_MODELS_DIR": str(tmp_path)}
+    default = tmp_path / "asr" / "nemotron-speech-streaming-en-0.6b.nemo"
     for command in (
         [sys.executable, "-m", "nemotron_speech.server"],
         [sys.executable, "-m", "nemotron_speech.cli", "serve-asr"],
     ):
-        result = subprocess.run([*command, "--model", "/no/such.nemo"], capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
-        assert result.returncode == 2
-        assert "model not found: /no/such.nemo (pass --model with a cache-aware" in result.stderr
+        for options, path in ((["--model", "/no/such.nemo"], "/no/such.nemo"), ([], default)):
+            result = subprocess.run([*command, *options], capture_output=True, text=True,
+                                    env=env, timeout=60)  # fmt: skip
+            assert result.returncode == 2
+            assert result.stderr.strip().endswith(
+                f"asr weights not found at {path}; fetch them with `nemotron-speech download "
+                "asr`, or pass --model with a cache-aware streaming .nemo file"
+            ), result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr

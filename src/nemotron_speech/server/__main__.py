@@ -1,5 +1,9 @@
 """Command line of the ASR server (`python -m nemotron_speech.server` or
-`nemotron-speech serve-asr`); SIGTERM and SIGINT shut it down gracefully."""
+`nemotron-speech serve-asr`); SIGTERM and SIGINT shut it down gracefully.
+
+With no options it serves the model where `nemotron-speech download asr` puts it, at the seed's
+right context (1, 160 ms chunks), on port 8080: the seed's `python -m nemotron_speech.server
+--port 8080` works as it did."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-from nemotron_speech.server.app import AsrServer, ServerConfig
+from nemotron_speech.download import asr_path, models_dir, require_weights
+from nemotron_speech.server.app import SEED_RIGHT_CONTEXT, AsrServer, ServerConfig
 
 log = logging.getLogger("nemotron_speech.server")
 
@@ -19,7 +24,11 @@ log = logging.getLogger("nemotron_speech.server")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerConfig(model=Path())
     parser.add_argument(
-        "--model", type=Path, required=True, help="cache-aware streaming .nemo file"
+        "--model",
+        type=Path,
+        default=None,
+        help="cache-aware streaming .nemo file (default: where `nemotron-speech download asr` "
+        "puts it: $NEMOTRON_MODELS_DIR or ./models, then asr/)",
     )
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port, help="0 picks a free port")
@@ -27,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--right-context",
         type=int,
         default=None,
-        help="attention right context in 80 ms frames (default: the model's)",
+        help=f"attention right context in 80 ms frames (default: {SEED_RIGHT_CONTEXT} where the "
+        "model supports it, else the model's own)",
     )
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
     parser.add_argument(
@@ -107,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.log_level != "DEBUG":  # one line per HTTP request and connection is noise
         logging.getLogger("websockets").setLevel(logging.WARNING)
-    if not args.model.is_file():
-        log.error(
-            "model not found: %s (pass --model with a cache-aware streaming .nemo file; "
-            "`nemotron-speech download asr` fetches the default one)",
-            args.model,
-        )
+    if args.model is None:
+        args.model = asr_path(models_dir()).absolute()
+    try:
+        require_weights(args.model, "asr")
+    except FileNotFoundError as exc:
+        log.error("%s, or pass --model with a cache-aware streaming .nemo file", exc)
         return 2
     options = {k: getattr(args, k) for k in ServerConfig.__dataclass_fields__}
     server = AsrServer(ServerConfig(**options))

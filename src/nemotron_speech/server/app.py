@@ -27,6 +27,8 @@ from nemotron_speech.server.session import Session
 
 log = logging.getLogger(__name__)
 
+SEED_RIGHT_CONTEXT = 1  # the seed's recommendation (160 ms chunks): the default where supported
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -132,13 +134,18 @@ class AsrServer:
     def _load_engine(self):
         """Runs on the inference thread: the only place the engine is created."""
         from nemotron_speech.asr import AsrEngine
+        from nemotron_speech.asr.model import load_nemo_model
 
         config = self.config
-        engine = AsrEngine.load(
-            config.model,
-            right_context=config.right_context,
-            device=config.device,
-            cuda_graph_decoder=config.cuda_graph_decoder,
+        model = load_nemo_model(
+            config.model, device=config.device, cuda_graph_decoder=config.cuda_graph_decoder
+        )
+        right_context = config.right_context
+        if right_context is None:
+            right_context = _default_right_context(model)
+        engine = AsrEngine(
+            model,
+            right_context=right_context,
             max_buffered_seconds=config.max_buffered_seconds,
             precision=config.precision,
             cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
@@ -200,6 +207,21 @@ class AsrServer:
                     f"{what} token: send the header 'Authorization: Bearer <token>'\n",
                 )
         return None
+
+
+def _default_right_context(model) -> int | None:
+    """The seed's right context where the model supports it, else None (the model's own)."""
+    from nemotron_speech.asr.model import supported_right_contexts
+
+    supported = supported_right_contexts(model)
+    if SEED_RIGHT_CONTEXT in supported:
+        return SEED_RIGHT_CONTEXT
+    log.info(
+        "the model has no right context %d (it supports %s): using its default",
+        SEED_RIGHT_CONTEXT,
+        supported,
+    )
+    return None
 
 
 def _write_port(path: Path, port: int) -> None:
