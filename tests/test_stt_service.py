@@ -6,18 +6,30 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack
 from itertools import chain
 
+import numpy as np
 import pytest
+import soxr
 from pipecat.frames.frames import (
     ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
     STTMetadataFrame,
     STTUpdateSettingsFrame,
     TranscriptionFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import STTUsageMetricsData
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.tests.utils import SleepFrame, run_test
 from server_fixtures import TOKEN, running_server
+from test_server_failures import served, url
 
 from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.protocol import Finalize, Ready, Reset, encode
@@ -25,12 +37,15 @@ from nemotron_speech.services.stt import NemotronSTTService, _ReplayLog
 from nemotron_speech.services.ttfs import NEMOTRON_TTFS_P99
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.testing.stt_pipeline import (
+    FinalsTap,
     check_turns,
     conversation,
     metrics,
     of_type,
     paced,
+    pcm16,
     run_stt,
+    silence,
     wait_for,
 )
 
@@ -186,3 +201,83 @@ async def test_url_argument_is_where_the_service_connects(server, speech_wavs):
         stt, lambda tap: chain(paced(audio), wait_for(lambda: len(tap.finals) == 1, 10))
     )
     assert [frame.text for frame in of_type(down, TranscriptionFrame)] == [SENTENCES[11]]
+
+
+def at_rate(pcm: bytes, rate: int) -> Iterator[InputAudioRawFrame]:
+    """16 kHz PCM16 resampled to `rate`, in 20 ms frames, as fast as the pipeline takes them."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
+    resampled = (soxr.resample(samples, 16000, rate) * 32768).clip(-32768, 32767).astype("<i2")
+    data, frame = resampled.tobytes(), 2 * rate // 50
+    for offset in range(0, len(data), frame):
+        yield InputAudioRawFrame(data[offset : offset + frame], rate, 1)
+
+
+async def test_other_rates_are_resampled_and_a_finalize_on_silence_pushes_nothing(
+    server, speech_wavs
+):
+    """A 48 kHz pipeline (no VAD, whose model takes 8 or 16 kHz: the turns are marked by hand):
+    a false start, then a sentence. The false start's finalize answers "" and pushes no frame."""
+    stt = service(server.url)
+    tap = FinalsTap()
+
+    def turn(pcm: bytes) -> Iterator[Frame]:
+        yield VADUserStartedSpeakingFrame()
+        yield from at_rate(pcm, 48000)
+        yield VADUserStoppedSpeakingFrame(stop_secs=0.2)
+
+    frames = chain(
+        turn(silence(1.0)),
+        turn(pcm16(speech_wavs[11]) + silence(0.3)),
+        wait_for(lambda: tap.finals, 10),
+    )
+    down, up = await run_test(
+        Pipeline([stt, tap]),
+        frames_to_send=frames,
+        pipeline_params=PipelineParams(audio_in_sample_rate=48000),
+    )
+    assert [frame.text for frame in of_type(down, TranscriptionFrame)] == [SENTENCES[11]]
+    assert not of_type(up, ErrorFrame)
+
+
+async def test_a_new_url_mid_sentence_moves_after_the_turn(server, speech_wavs):
+    """pipecat defers the move until the user's turn ends (`UserStoppedSpeakingFrame`, from the
+    user aggregator in a real pipeline): the sentence in progress ends on the old connection,
+    and the next one is served on the new."""
+    stt = service(server.url)
+    connections = []
+
+    @stt.event_handler("on_connected")
+    async def on_connected(service):
+        connections.append(service._settings.url)
+
+    other = server.url.replace("127.0.0.1", "localhost")
+    audio, _ = conversation([speech_wavs[11]])
+    middle = len(audio) // 4 * 2  # inside the sentence (0.5 s of silence leads it)
+    second, _ = conversation([speech_wavs[2]])
+    down, _ = await run_stt(
+        stt,
+        lambda tap: chain(
+            paced(audio[:middle]),
+            [STTUpdateSettingsFrame(delta=NemotronSTTService.Settings(url=other))],
+            paced(audio[middle:]),
+            wait_for(lambda: tap.finals, 10),
+            [UserStoppedSpeakingFrame()],
+            paced(second),
+            wait_for(lambda: len(tap.finals) == 2, 10),
+        ),
+    )
+    assert [frame.text for frame in of_type(down, TranscriptionFrame)] == [
+        SENTENCES[11],
+        SENTENCES[2],
+    ]
+    assert connections == [server.url, other]
+
+
+async def test_server_error_messages_are_error_frames(asr_model_path):
+    """The server's `error` (here: the idle timeout of a server with a 0.3 s one, as the
+    pipeline sends no audio) is an ErrorFrame upstream, and the service reconnects."""
+    async with served(asr_model_path, idle_timeout=0.3) as server:
+        stt = service(url(server), token=None)
+        _, up = await run_stt(stt, lambda tap: [SleepFrame(sleep=1.0)])
+    errors = [frame.error for frame in of_type(up, ErrorFrame)]
+    assert any("ASR server error: no message for 0.3 s" in error for error in errors), errors
