@@ -13,13 +13,15 @@ client. Prints the interims as they arrive, the final transcript, the interim co
 real-time factor (wall time from first audio to final / audio duration) and two finalization
 latencies: last audio sent -> final, and end signal sent -> final. The WAV must be 16 kHz mono
 PCM16, the server's input format. Sent unpaced (no --realtime), the audio goes as fast as the
-server reads it.
+server reads it: a server that falls behind stops reading (TCP backpressure), so a long file
+simply takes as long as the server needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -89,17 +91,20 @@ def closed(websocket: ClientConnection, when: str = "") -> str:
 async def receive(websocket: ClientConnection) -> tuple[str, int]:
     """Print interims and errors until the hard final; return its text and the interim count."""
     interims = 0
-    async for message in websocket:
-        event = json.loads(message)
-        if event.get("type") == "error":
-            print(f"server error: {event.get('message')}", file=sys.stderr)
-        elif event.get("type") != "transcript":
-            continue
-        elif not event.get("is_final"):
-            interims += 1
-            print(f"  interim: {event['text']}")
-        elif event.get("finalize"):  # the hard final that answers `end`
-            return event["text"], interims
+    try:
+        async for message in websocket:
+            event = json.loads(message)
+            if event.get("type") == "error":
+                print(f"server error: {event.get('message')}", file=sys.stderr)
+            elif event.get("type") != "transcript":
+                continue
+            elif not event.get("is_final"):
+                interims += 1
+                print(f"  interim: {event['text']}")
+            elif event.get("finalize"):  # the hard final that answers `end`
+                return event["text"], interims
+    except ConnectionClosed:  # closed with an error code; a normal close just ends the loop
+        pass
     raise ClientError(closed(websocket))
 
 
@@ -120,6 +125,8 @@ async def stream(args: argparse.Namespace) -> None:
             await websocket.send(json.dumps({"type": "end"}))
         except ConnectionClosed:
             receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
+                await receiver  # it may have seen the close first: one message is enough
             raise ClientError(closed(websocket, "while audio was being sent")) from None
         end_sent = time.perf_counter()
         text, interims = await receiver

@@ -7,6 +7,7 @@ environment built from its inline metadata, without this package.
 
 from __future__ import annotations
 
+import asyncio
 import wave
 
 import pytest
@@ -18,6 +19,8 @@ from nemotron_speech.download import asr_path
 from nemotron_speech.llm.launcher import free_port
 from nemotron_speech.protocol import Ready, Transcript
 from nemotron_speech.testing.sentences import SENTENCES
+
+SILENCE = bytes(32000)  # 1 s
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,17 @@ def server(asr_model_path, tmp_path_factory):
 
 def test_server_found_the_downloaded_model(server):
     assert f"ready: model={asr_path(server.log_path.parent)} device=cpu" in server.log()
+
+
+def speech(speech_wavs, seconds: float) -> list[tuple[int, bytes]]:
+    """The test sentences over and over, each with 1 s of silence after it, until `seconds`:
+    (sentence index, audio) pairs."""
+    segments, total = [], 0
+    while total < seconds * 32000:
+        index = len(segments) % len(speech_wavs)
+        segments.append((index, pcm16(speech_wavs[index]) + SILENCE))
+        total += len(segments[-1][1])
+    return segments
 
 
 async def test_connect_waits_for_ready(server):
@@ -101,25 +115,71 @@ def test_example_client_sends_a_file_unpaced(server, speech_wavs, tmp_path):
     assert f"final: {SENTENCES[3]}" in result.stdout.splitlines()
 
 
-def write_wav(path, channels: int, rate: int) -> str:
+def test_example_client_sends_five_minutes_unpaced(server, speech_wavs, tmp_path):
+    """The seed's "transcribe a file": 5 minutes sent as fast as possible is slowed down by TCP
+    backpressure (the server stops reading at its 30 s bound) instead of being cut off, and all
+    of it goes through the engine. One stream of the generated model says only its first
+    sentence (the model recognises nothing after a finished sentence in one stream); the next
+    test checks every sentence."""
+    audio = b"".join(pcm for _, pcm in speech(speech_wavs, 300))
+    wav = write_wav(tmp_path / "five-minutes.wav", 1, 16000, audio)
+    before = server.metric("asr_audio_seconds_total")
+    result = run_example(
+        "asr_client.py", wav, "--url", server.url, "--token", TOKEN, folder=tmp_path
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"final: {SENTENCES[0]}" in result.stdout.splitlines()
+    processed = server.metric("asr_audio_seconds_total") - before
+    assert processed == pytest.approx(len(audio) / 32000) and processed > 300
+
+
+async def test_unpaced_utterances_all_come_back_whole(server, speech_wavs):
+    """Every sentence, unpaced, with a reset after each (not waiting for its final): 2.5 times
+    the bound, so the sender is held by backpressure while audio waits behind the resets; every
+    final is its sentence, in order."""
+    segments = speech(speech_wavs, 75)
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
+
+        async def finals() -> list[str]:
+            texts = []
+            while len(texts) < len(segments):
+                event = await client.recv()
+                if isinstance(event, Transcript) and event.finalize:
+                    texts.append(event.text)
+            return texts
+
+        collector = asyncio.create_task(finals())
+        for _, pcm in segments:
+            for frame in frames(pcm):
+                await client.send_audio(frame)
+            await client.reset()
+        texts = await asyncio.wait_for(collector, 120)
+    assert texts == [SENTENCES[index] for index, _ in segments]
+
+
+def write_wav(path, channels: int, rate: int, pcm: bytes | None = None) -> str:
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(channels)
         wav.setsampwidth(2)
         wav.setframerate(rate)
-        wav.writeframes(bytes(3200 * channels))
+        wav.writeframes(bytes(3200 * channels) if pcm is None else pcm)
     return str(path)
 
 
 def test_example_client_errors_are_one_line(server, tmp_path):
-    """Wrong audio format, no file, no server, wrong token: one line each that says what to do."""
+    """Wrong audio format, no file, no server, wrong token, a stream the server closes: one
+    line each that says what to do."""
     stereo = write_wav(tmp_path / "stereo.wav", 2, 44100)
     speech = write_wav(tmp_path / "speech.wav", 1, 16000)
+    long = write_wav(tmp_path / "long.wav", 1, 16000, bytes(9 * 32000))
     down = f"ws://127.0.0.1:{free_port()}"
     cases = {
         (stereo,): "44100 Hz, 2 channel(s), 16-bit; the server needs 16000 Hz mono 16-bit",
         (str(tmp_path / "absent.wav"),): "absent.wav: not a readable WAV file",
         (speech, "--url", down): f"cannot connect to {down} (",
         (speech, "--url", server.url, "--token", "nope"): "HTTP 401 wrong token",
+        # one 9 s frame is over the server's 256 KiB limit
+        (long, "--url", server.url, "--token", TOKEN, "--chunk-ms", "9000"): ": 1009 ",
     }
     for args, expected in cases.items():
         result = run_example("asr_client.py", *args, folder=tmp_path)

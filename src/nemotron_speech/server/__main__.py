@@ -82,7 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-buffered-seconds",
         type=float,
         default=defaults.max_buffered_seconds,
-        help="unprocessed audio per stream before it is closed with 1008",
+        help="unprocessed audio per stream at which the server stops reading it (backpressure)",
+    )
+    parser.add_argument(
+        "--backpressure-timeout",
+        type=float,
+        default=defaults.backpressure_timeout,
+        help="close a stream held at that bound for this many seconds with 1008",
     )
     parser.add_argument(
         "--batch-wait-ms",

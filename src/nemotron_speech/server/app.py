@@ -23,11 +23,14 @@ from nemotron_speech.endpoints import ASR_PORT
 from nemotron_speech.protocol import CloseCode, Ready
 from nemotron_speech.server.inference import InferenceWorker
 from nemotron_speech.server.metrics import ServerMetrics
-from nemotron_speech.server.session import Session
+from nemotron_speech.server.session import Limits, Session
 
 log = logging.getLogger(__name__)
 
 SEED_RIGHT_CONTEXT = 1  # the seed's recommendation (160 ms chunks): the default where supported
+# The engine's own bound, the last line of defence behind the sessions' backpressure: a stream's
+# audio can pass the sessions' bound by its last unfinished chunk (at most 1.12 s, at R=13).
+ENGINE_BOUND_MARGIN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,15 @@ class ServerConfig:
     auth_token: str | None = None
     idle_timeout: float = 60.0
     max_message_bytes: int = 256 * 1024  # 8 s of audio in one frame
-    max_buffered_seconds: float = 30.0
+    max_buffered_seconds: float = 30.0  # unprocessed audio per stream: then reading pauses
+    backpressure_timeout: float = 20.0  # a stream paused this long is closed (1008)
     batch_wait_ms: float = 0.0
     shutdown_timeout: float = 5.0
     port_file: Path | None = None  # where to write the bound port once listening
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.idle_timeout, self.max_buffered_seconds, self.backpressure_timeout)
 
 
 class Health(enum.Enum):
@@ -146,7 +154,7 @@ class AsrServer:
         engine = AsrEngine(
             model,
             right_context=right_context,
-            max_buffered_seconds=config.max_buffered_seconds,
+            max_buffered_seconds=config.max_buffered_seconds + ENGINE_BOUND_MARGIN_S,
             precision=config.precision,
             cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
             # a batch never exceeds the streams admitted: larger buckets would only hold memory
@@ -164,7 +172,7 @@ class AsrServer:
             return
         self.metrics.connections.inc()
         session = Session(
-            websocket, self._worker, self._ready_message, self.metrics, self.config.idle_timeout
+            websocket, self._worker, self._ready_message, self.metrics, self.config.limits
         )
         self.sessions.add(session)
         try:

@@ -14,6 +14,10 @@ does everything sent after it; audio sent during a context-keeping finalize goes
 engine, which queues it after the padding, while audio sent during a reset waits (the engine
 accepts none until the stream is clean). Either way a client may stream the next utterance
 without waiting for the previous final.
+
+Backpressure: the thread tells each connection how much of its audio the engine has consumed
+(`Consumed`, sent whenever a stream has caught up: less than one chunk of its audio left), so the
+connection can stop reading a client that is at its bound and resume once this arrives.
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ class StreamClosed:
     reason: str
 
 
-Event = Transcript | Error | StreamClosed
+@dataclass(frozen=True)
+class Consumed:
+    """The engine has run every byte of this stream's audio up to `total_bytes` (counted from
+    the stream's first byte) but less than one chunk: what the connection's bound subtracts."""
+
+    total_bytes: int
+
+
+Event = Transcript | Error | StreamClosed | Consumed
 Sink = Callable[[Event], None]  # called on the event loop
 
 
@@ -88,6 +100,8 @@ class _Stream:
     deferred: list[_Feed | _Finalize | _Flush] = field(default_factory=list)  # wait for the final
     deferred_bytes: int = 0  # audio among `deferred`, bounded like the engine's buffer
     failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
+    fed_bytes: int = 0  # audio given to the engine so far
+    consumed_bytes: int = 0  # the last `Consumed` sent
 
 
 class InferenceWorker:
@@ -248,11 +262,13 @@ class InferenceWorker:
         except BufferFullError as exc:
             self._buffer_full(stream, str(exc))
             return
+        stream.fed_bytes += len(data)
         self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
 
     def _buffer_full(self, stream: _Stream, detail: str) -> None:
-        """End a stream that sends audio faster than it can be processed: dropping audio would
-        silently corrupt its transcript, and an unbounded buffer would let it exhaust memory."""
+        """End a stream whose audio passed the engine's bound (the last line of defence: the
+        connection stops reading before that): dropping audio would silently corrupt its
+        transcript, and an unbounded buffer would let it exhaust memory."""
         stream.failed = True
         self._send(stream, Error(f"audio buffer full: {detail}"))
         self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
@@ -276,7 +292,19 @@ class InferenceWorker:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
                 self._deliver(stream, result)
+        for stream_id in info.stream_ids:
+            self._report_consumed(stream_id)
         return info.batch_size > 0
+
+    def _report_consumed(self, stream_id: int) -> None:
+        """Tell the connection how far the engine got, once the stream has caught up (less than
+        a chunk left): exact, and at most once per step even for a stream fed in tiny frames."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.failed or stream.fed_bytes == stream.consumed_bytes:
+            return
+        if not self.engine.has_chunk(stream_id):
+            stream.consumed_bytes = stream.fed_bytes
+            self._send(stream, Consumed(stream.fed_bytes))
 
     def _fail(self, stream_id: int | None) -> None:
         """End a stream after an internal error: tell the client, close with 1011, free it."""

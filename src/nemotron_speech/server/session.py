@@ -7,6 +7,13 @@ leaks a stream.
 
 All messages to the client go through one queue and one writer task, so transcripts from the
 inference thread and error replies from the reader keep their order.
+
+Backpressure: the reader counts the audio it passes to the engine, the inference thread reports
+what the engine has consumed, and while the difference would pass `max_buffered_bytes` the reader
+reads nothing more. The client's frames then wait in the kernel buffers, its TCP window closes and
+its sends block, so an unpaced client is slowed to the engine's speed instead of being cut off;
+nothing is dropped. A stream held at its bound for `backpressure_timeout` (the server cannot keep
+up with it) is closed with 1008, so a stalled stream cannot keep its place forever.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from nemotron_speech.protocol import (
+    SAMPLE_RATE,
+    SAMPLE_WIDTH,
     CloseCode,
     Error,
     Finalize,
@@ -29,7 +39,7 @@ from nemotron_speech.protocol import (
     encode,
     parse_client_message,
 )
-from nemotron_speech.server.inference import Event, InferenceWorker, StreamClosed
+from nemotron_speech.server.inference import Consumed, Event, InferenceWorker, StreamClosed
 from nemotron_speech.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,19 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may do (the server's options of the same names)."""
+
+    idle_timeout: float  # seconds without a message before the connection is closed
+    max_buffered_seconds: float  # unprocessed audio at which the reader stops reading
+    backpressure_timeout: float  # seconds a stream may stay at that bound
+
+    @property
+    def max_buffered_bytes(self) -> int:
+        return int(self.max_buffered_seconds * SAMPLE_RATE) * SAMPLE_WIDTH
+
+
 class Session:
     """Serves one connection until it closes; `shutdown()` finalizes it for a server stop."""
 
@@ -51,24 +74,28 @@ class Session:
         worker: InferenceWorker,
         ready: Ready,
         metrics: ServerMetrics,
-        idle_timeout: float,
+        limits: Limits,
     ):
         self.websocket = websocket
         self.state = State.OPENING
         self._worker = worker
         self._ready = ready
         self._metrics = metrics
-        self._idle_timeout = idle_timeout
+        self._limits = limits
         self._outbox: asyncio.Queue[Event | Ready] = asyncio.Queue()
         self._stream_id: int | None = None
         self._final_sent = asyncio.Event()  # set after each final is written
         self._last_message = 0.0  # loop time of the last message received
+        self._sent_bytes = 0  # audio passed to the engine
+        self._consumed_bytes = 0  # ... of which the engine has consumed this much
+        self._backpressured = False  # the reader is holding a frame until there is room
+        self._wake_reader = asyncio.Event()  # audio consumed, or the stream is ending
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
         watchdog = None
         try:
-            self._stream_id = await self._worker.open(self._outbox.put_nowait)
+            self._stream_id = await self._worker.open(self._on_event)
             self.state = State.STREAMING
             self._outbox.put_nowait(self._ready)
             watchdog = asyncio.create_task(self._watch_idle())
@@ -85,6 +112,7 @@ class Session:
         """Reset the stream, send its final text, then close with 1001."""
         if self.state is State.STREAMING and self._stream_id is not None:
             self.state = State.CLOSING
+            self._wake_reader.set()  # a frame held back by backpressure is dropped
             self._final_sent.clear()
             self._worker.finalize(self._stream_id, reset=True)
             try:
@@ -101,7 +129,9 @@ class Session:
                 if self.state is not State.STREAMING:
                     continue  # closing: the final is on its way; later input has nowhere to go
                 if isinstance(message, bytes):
-                    self._worker.feed(self._stream_id, message)
+                    if await self._room_for(len(message)):
+                        self._sent_bytes += len(message)
+                        self._worker.feed(self._stream_id, message)
                     continue
                 try:
                     command = parse_client_message(message)
@@ -119,16 +149,63 @@ class Session:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._metrics.client_errors.inc(label="too_big")
 
+    async def _room_for(self, size: int) -> bool:
+        """Wait, reading nothing, until `size` more bytes of audio fit under the bound (or
+        nothing is waiting: one frame is always accepted); False when the stream ends first:
+        it was held at the bound for the backpressure timeout, or closed by the server."""
+        limits = self._limits
+        if self._over_bound(size):
+            self._backpressured = True
+            try:
+                async with asyncio.timeout(limits.backpressure_timeout):
+                    while self.state is State.STREAMING and self._over_bound(size):
+                        self._wake_reader.clear()
+                        await self._wake_reader.wait()
+            except TimeoutError:
+                self._close_stalled()
+            finally:
+                self._backpressured = False
+                self._last_message = asyncio.get_running_loop().time()  # not the client's idling
+        return self.state is State.STREAMING
+
+    def _over_bound(self, size: int) -> bool:
+        waiting = self._sent_bytes - self._consumed_bytes
+        return waiting > 0 and waiting + size > self._limits.max_buffered_bytes
+
+    def _close_stalled(self) -> None:
+        self.state = State.CLOSING
+        self._metrics.client_errors.inc(label="buffer_full")
+        limits = self._limits
+        self._outbox.put_nowait(Error(
+            f"audio buffer full: the stream's audio stayed at its {limits.max_buffered_seconds:g} "
+            f"s bound for {limits.backpressure_timeout:g} s (the server cannot keep up with it); "
+            "send at real time or retry later"
+        ))  # fmt: skip
+        self._outbox.put_nowait(StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
+
+    def _on_event(self, event: Event) -> None:
+        """The inference thread's results for this stream, on the event loop."""
+        if isinstance(event, Consumed):
+            self._consumed_bytes = event.total_bytes
+            self._wake_reader.set()
+            return
+        if isinstance(event, StreamClosed):  # the engine ended the stream: read nothing more
+            self.state = State.CLOSING
+            self._wake_reader.set()
+        self._outbox.put_nowait(event)
+
     async def _watch_idle(self) -> None:
         """Close the connection once no message came for the idle timeout. One timer per idle
-        period, not one per message: the read loop only notes the time of each message."""
+        period, not one per message: the read loop only notes the time of each message. Time
+        held by backpressure does not count: then the server is the one not reading."""
         loop = asyncio.get_running_loop()
+        timeout = self._limits.idle_timeout
         self._last_message = loop.time()
-        while (left := self._last_message + self._idle_timeout - loop.time()) > 0:
-            await asyncio.sleep(left)
+        while (left := self._last_message + timeout - loop.time()) > 0 or self._backpressured:
+            await asyncio.sleep(left if left > 0 else timeout)
         if self.state is State.STREAMING:
             self._metrics.client_errors.inc(label="idle_timeout")
-            self._outbox.put_nowait(Error(f"no message for {self._idle_timeout:g} s"))
+            self._outbox.put_nowait(Error(f"no message for {timeout:g} s"))
             self._outbox.put_nowait(StreamClosed(CloseCode.IDLE_TIMEOUT, "idle timeout"))
 
     async def _write(self) -> None:
