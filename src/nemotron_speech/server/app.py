@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 
@@ -84,7 +85,10 @@ class AsrServer:
         """Serve until `stop()` is called; raises if the model cannot be loaded."""
         loop = asyncio.get_running_loop()
         self._worker = InferenceWorker(
-            self._load_engine, self.metrics, loop, batch_wait=self.config.batch_wait_ms / 1000
+            partial(load_engine, self.config),
+            self.metrics,
+            loop,
+            batch_wait=self.config.batch_wait_ms / 1000,
         )
         config = self.config
         async with serve(
@@ -139,30 +143,6 @@ class AsrServer:
         self._worker.stop()
         log.info("stopped")
 
-    def _load_engine(self):
-        """Runs on the inference thread: the only place the engine is created."""
-        from nemotron_speech.asr import AsrEngine
-        from nemotron_speech.asr.model import load_nemo_model
-
-        config = self.config
-        model = load_nemo_model(
-            config.model, device=config.device, cuda_graph_decoder=config.cuda_graph_decoder
-        )
-        right_context = config.right_context
-        if right_context is None:
-            right_context = _default_right_context(model)
-        engine = AsrEngine(
-            model,
-            right_context=right_context,
-            max_buffered_seconds=config.max_buffered_seconds + ENGINE_BOUND_MARGIN_S,
-            precision=config.precision,
-            cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
-            # a batch never exceeds the streams admitted: larger buckets would only hold memory
-            max_graph_batch=max(1, min(1024, config.max_streams)),
-        )
-        engine.warmup()
-        return engine
-
     async def _handle(self, websocket: ServerConnection) -> None:
         refusal = self._refusal()
         if refusal is not None:
@@ -215,6 +195,31 @@ class AsrServer:
                     f"{what} token: send the header 'Authorization: Bearer <token>'\n",
                 )
         return None
+
+
+def load_engine(config: ServerConfig):
+    """The server's engine, loaded and warmed up; runs on the inference thread, the only place
+    the engine is created. Without a right context: the seed's where the model has it."""
+    from nemotron_speech.asr import AsrEngine
+    from nemotron_speech.asr.model import load_nemo_model
+
+    model = load_nemo_model(
+        config.model, device=config.device, cuda_graph_decoder=config.cuda_graph_decoder
+    )
+    right_context = config.right_context
+    if right_context is None:
+        right_context = _default_right_context(model)
+    engine = AsrEngine(
+        model,
+        right_context=right_context,
+        max_buffered_seconds=config.max_buffered_seconds + ENGINE_BOUND_MARGIN_S,
+        precision=config.precision,
+        cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
+        # a batch never exceeds the streams admitted: larger buckets would only hold memory
+        max_graph_batch=max(1, min(1024, config.max_streams)),
+    )
+    engine.warmup()
+    return engine
 
 
 def _default_right_context(model) -> int | None:
