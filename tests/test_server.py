@@ -28,7 +28,7 @@ from nemotron_speech.testing.sentences import SENTENCES
 
 MAX_STREAMS = 20
 MAX_MESSAGE_BYTES = 65536
-BATCH_OF_ONE = 'asr_step_batch_size_bucket{le="1"}'
+BATCH_OF_ONE = 'asr_step_batch_size_bucket{le="1.0"}'
 COUNTED = (
     "asr_connections_total",
     "asr_audio_seconds_total",

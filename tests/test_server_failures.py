@@ -109,4 +109,4 @@ async def test_an_idle_client_is_closed(asr_model_path):
             events = [event async for event in client]  # send nothing
         assert events == [Error("no message for 0.5 s")]
         assert (client.close_code, client.close_reason) == (CloseCode.IDLE_TIMEOUT, "idle timeout")
-        assert 'asr_client_errors_total{cause="idle_timeout"} 1' in server.metrics.render()
+        assert 'asr_client_errors_total{cause="idle_timeout"} 1.0' in server.metrics.render()
