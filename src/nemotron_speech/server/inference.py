@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nemotron_speech.asr.errors import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
 from nemotron_speech.server.metrics import ServerMetrics
 
@@ -253,10 +254,6 @@ class InferenceWorker:
         return stream.resetting or not isinstance(command, _Feed)
 
     def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
-        # the engine package (torch, NeMo) is imported on this thread with the model, so the
-        # port opens and /health answers "loading" during that import
-        from nemotron_speech.asr import BufferFullError
-
         try:
             self.engine.feed(stream_id, data)
         except BufferFullError as exc:
@@ -314,8 +311,6 @@ class InferenceWorker:
         stream.failed = True
         self._send(stream, Error("internal error in the ASR engine; reconnect"))
         self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
-        from nemotron_speech.asr import AsrError
-
         with contextlib.suppress(AsrError):
             self.engine.close(stream_id)
         self._metrics.streams_open.set(self.engine.open_streams)
