@@ -3,6 +3,7 @@ percentile definition every table in docs/benchmarks.md is computed with."""
 
 from __future__ import annotations
 
+import json
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,3 +32,10 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def write_result(path: Path, result: dict) -> None:
+    """The benchmark's JSON record (under `results/` by default), and where it went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")

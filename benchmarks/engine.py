@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, SPEECH, TINY_MODEL, cpu_model, percentile
+from benchmarks.common import RESULTS, SPEECH, TINY_MODEL, cpu_model, percentile, write_result
 from benchmarks.random_weights import SPEECH_TOKENS_PER_FRAME, calibrated_full_size, noise
 from benchmarks.realtime import real_time_lags, real_time_lags_in_processes
 from benchmarks.timing import PhaseTimer, stats, time_finalize, time_steps, time_stock
@@ -317,9 +317,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args)
     out = args.json or RESULTS / f"engine-{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile
+from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile, write_result
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
@@ -338,9 +337,7 @@ def main() -> None:
         "rows": rows,
     }
     out = args.out or RESULTS / f"server-load-{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
 
 
 def print_row(row: dict, header: bool) -> None:

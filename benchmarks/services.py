@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import tempfile
@@ -34,7 +33,7 @@ from itertools import chain
 from pathlib import Path
 from types import SimpleNamespace
 
-from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile
+from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile, write_result
 from benchmarks.server_load import start_server
 from nemotron_speech.client import AsrClient
 from nemotron_speech.endpoints import LLM_MODEL
@@ -321,9 +320,7 @@ def main() -> None:
         "rows": rows,
     }
     out = args.out or RESULTS / f"services-{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
 
 
 if __name__ == "__main__":

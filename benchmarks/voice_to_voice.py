@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import sys
 from datetime import date
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from pipecat.frames.frames import EndFrame
 
-from benchmarks.common import RESULTS, SPEECH, percentile
+from benchmarks.common import RESULTS, SPEECH, percentile, write_result
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.voice_agent import contributions
 from nemotron_speech.voice_agent.bot import build_bot
@@ -115,8 +114,7 @@ async def main() -> None:
         "turns": turns,
     }
     out = args.out or RESULTS / f"voice-to-voice-{config.tts}.json"
-    out.write_text(json.dumps(record, indent=1))
-    print(f"wrote {out}")
+    write_result(out, record)
 
 
 if __name__ == "__main__":
