@@ -92,3 +92,18 @@ def test_an_unreachable_tts_url_is_one_line(tmp_path, monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"error: cannot download {url}: ") and "run the command again" in error
     assert len(error.splitlines()) == 1, error
+
+
+def test_magpie_and_its_codec_are_reused_offline_once_verified(tmp_path):
+    model, codec = download.magpie_paths(tmp_path)
+    for path, repo in ((model, download.MAGPIE_REPO), (codec, download.CODEC_REPO)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(WEIGHTS)
+        remote = {path.name: download.RemoteFile(len(WEIGHTS), None)}
+        download.write_record(path.parent, repo, "0123456789abcdef", remote)
+    done = offline("magpie", "--models-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"Magpie TTS: {model}"
+    codec.unlink()  # not verified any more: it must ask the Hub, which is unreachable
+    done = offline("magpie", "--models-dir", str(tmp_path))
+    assert done.returncode == 1 and "Hugging Face Hub" in done.stderr

@@ -6,6 +6,8 @@ decode, the length follows the text, a stop ends the audio, bad input is refused
 
 from __future__ import annotations
 
+import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,33 @@ import pytest
 
 pytest.importorskip("nemo")
 
+from pipecat.frames.frames import (  # noqa: E402
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    MetricsFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.metrics.metrics import TTFBMetricsData  # noqa: E402
+from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
+from pipecat.pipeline.worker import PipelineParams  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection  # noqa: E402
+from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+
+from nemotron_speech.doctor import Options  # noqa: E402
+from nemotron_speech.doctor.files import tts_check  # noqa: E402
 from nemotron_speech.testing.make_magpie import CODEC_FILE, MAGPIE_FILE  # noqa: E402
 from nemotron_speech.tts.magpie import (  # noqa: E402
     MagpieEngine,
     MagpieInputError,
     MagpieLoadError,
     MagpieModelNotFoundError,
+    NemotronMagpieTTSService,
 )
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tts"
 SHORT = "Hi."
@@ -29,6 +51,12 @@ LONG = "The quick brown fox jumps over the lazy dog, and then it runs far away."
 @pytest.fixture(scope="module")
 def engine() -> MagpieEngine:
     return MagpieEngine.load(ASSETS / MAGPIE_FILE, ASSETS / CODEC_FILE)
+
+
+@pytest.fixture(scope="module")
+def reference(engine) -> np.ndarray:
+    """LONG, seed 0, decoded whole by NeMo's infer_batch."""
+    return engine.synthesize(LONG, seed=0)
 
 
 def streamed(engine: MagpieEngine, text: str, seed: int, **kwargs) -> list[np.ndarray]:
@@ -44,30 +72,26 @@ def test_what_the_checkpoint_says(engine):
     assert engine.history_frames == 14  # the test codec's causal receptive field, rounded up
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_chunks_concatenate_to_the_whole_decode(engine, seed):
-    whole = engine.synthesize(LONG, seed=seed)
-    chunks = streamed(engine, LONG, seed)
+def test_streamed_chunks_concatenate_to_the_whole_decode(engine, reference):
+    chunks = streamed(engine, LONG, 0)
     frame = engine.samples_per_frame
     assert len(chunks) > 2
     assert len(chunks[0]) == engine.first_chunk_frames * frame  # first audio after 4 frames
     assert {len(c) for c in chunks[1:-1]} == {engine.chunk_frames * frame}
-    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(chunks), reference, atol=1e-5, rtol=0)
 
 
-def test_too_little_decoder_history_breaks_exactness(engine, monkeypatch):
+def test_too_little_decoder_history_breaks_exactness(engine, reference, monkeypatch):
     """Negative control: the history the engine computes is what makes the chunks exact."""
-    whole = engine.synthesize(LONG, seed=0)
     monkeypatch.setattr(engine, "history_frames", 0)
     joined = np.concatenate(streamed(engine, LONG, 0))
-    assert joined.shape == whole.shape
-    assert np.abs(joined - whole).max() > 1e-3
+    assert joined.shape == reference.shape
+    assert np.abs(joined - reference).max() > 1e-3
 
 
-def test_audio_length_follows_the_text(engine):
-    for seed in range(3):
-        short, long = (len(engine.synthesize(text, seed=seed)) for text in (SHORT, LONG))
-        assert long > short, seed
+def test_audio_length_follows_the_text(engine, reference):
+    assert len(reference) > len(engine.synthesize(SHORT, seed=0))
+    assert len(engine.synthesize(LONG, seed=1)) > len(engine.synthesize(SHORT, seed=1))
     # each sentence is generated on its own, so three sentences give about three times the audio
     one = len(engine.synthesize("Hello there.", seed=0))
     three = len(engine.synthesize("Hello there. Hello there. Hello there.", seed=0))
@@ -121,3 +145,106 @@ def test_missing_or_wrong_files_name_the_path(tmp_path):
         MagpieEngine.load(missing, ASSETS / CODEC_FILE)
     with pytest.raises(MagpieLoadError, match="tiny-codec.nemo is a AudioCodecModel, not a Magpie"):
         MagpieEngine.load(ASSETS / CODEC_FILE, ASSETS / CODEC_FILE)
+
+
+# -- the Pipecat service ----------------------------------------------------------------------
+
+
+class SpyEngine:
+    """The real engine, with a log of when each chunk was made and when each call returned."""
+
+    def __init__(self, engine: MagpieEngine):
+        self._engine = engine
+        self.sample_rate = engine.sample_rate
+        self.events: list[tuple[float, str]] = []
+
+    def stream(self, text, on_audio, *args, **kwargs):
+        def spy(audio):
+            self.events.append((time.monotonic(), "chunk"))
+            on_audio(audio)
+
+        finished = self._engine.stream(text, spy, *args, **kwargs)
+        self.events.append((time.monotonic(), "finished" if finished else "stopped"))
+        return finished
+
+
+class FrameTimes(BaseObserver):
+    """When the service pushed each frame downstream."""
+
+    def __init__(self, service):
+        super().__init__()
+        self._service = service
+        self.seen: list[tuple[float, Frame]] = []
+
+    async def on_push_frame(self, data: FramePushed):
+        if data.source is self._service and data.direction == FrameDirection.DOWNSTREAM:
+            self.seen.append((time.monotonic(), data.frame))
+
+
+async def test_the_service_speaks_in_a_pipeline(engine):
+    tts = NemotronMagpieTTSService(engine=engine)
+    params = PipelineParams(audio_out_sample_rate=16_000, enable_metrics=True)
+    down, _ = await run_test(
+        tts, frames_to_send=[TTSSpeakFrame("Hello there.")], pipeline_params=params
+    )
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    order = [type(f) for f in down]
+    first_audio = order.index(TTSAudioRawFrame)
+    assert order.index(TTSStartedFrame) < first_audio < order.index(TTSStoppedFrame)
+    assert {(f.sample_rate, f.num_channels) for f in audio} == {(16_000, 1)}  # resampled
+    assert sum(len(f.audio) for f in audio) > 2 * engine.first_chunk_frames * 1024 * 16 / 22.05
+    ttfb = [d for f in down if isinstance(f, MetricsFrame) for d in f.data]
+    assert any(isinstance(d, TTFBMetricsData) and d.value > 0 for d in ttfb)
+
+
+async def test_an_interruption_stops_the_engine_within_one_chunk(engine):
+    spy = SpyEngine(engine)
+    tts = NemotronMagpieTTSService(engine=spy)  # type: ignore[arg-type]
+    frames = FrameTimes(tts)
+    text = " ".join([LONG] * 4)  # ~4 s of generation on a CPU, interrupted after 1 s
+    sent = [TTSSpeakFrame(text), SleepFrame(1.0), InterruptionFrame(), SleepFrame(0.5)]
+    await run_test(tts, frames_to_send=sent, observers=[frames])
+    interrupted = next(t for t, f in frames.seen if isinstance(f, InterruptionFrame))
+    chunks = [t for t, kind in spy.events if kind == "chunk"]
+    assert chunks and chunks[0] < interrupted  # it was speaking
+    assert spy.events[-1][1] == "stopped"  # not finished: stopped mid-text
+    assert len([t for t in chunks if t > interrupted]) <= 1  # at most the chunk being decoded
+    after = [f for t, f in frames.seen if t > interrupted and isinstance(f, TTSAudioRawFrame)]
+    assert after == []  # and none of it reached the pipeline
+
+
+async def test_a_bad_request_is_an_error_frame_not_a_crash(engine):
+    settings = NemotronMagpieTTSService.Settings(voice="9")
+    # no audio comes, so pipecat closes the turn after stop_frame_timeout_s
+    tts = NemotronMagpieTTSService(engine=engine, settings=settings, stop_frame_timeout_s=0.2)
+    down, up = await run_test(tts, frames_to_send=[TTSSpeakFrame("Hello.")])
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert any("unknown voice '9'; this checkpoint has 0, 1" in e for e in errors)
+    assert not any(isinstance(f, TTSAudioRawFrame) for f in down)
+
+
+def test_the_bot_builds_magpie_from_its_flags(tmp_path):
+    parser = add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--tts", "magpie", "--models-dir", str(tmp_path), "--tts-device", "cpu"]
+    )
+    with pytest.raises(FileNotFoundError, match="nemotron-speech download magpie"):
+        make_tts(BotConfig.from_args(args))
+    model, codec = str(ASSETS / MAGPIE_FILE), str(ASSETS / CODEC_FILE)
+    args = parser.parse_args(["--tts", "magpie", "--magpie-model", model, "--magpie-codec", codec])
+    tts = make_tts(BotConfig.from_args(args))
+    assert isinstance(tts, NemotronMagpieTTSService)
+    assert tts._paths == (ASSETS / MAGPIE_FILE, ASSETS / CODEC_FILE)
+
+
+def test_the_doctor_checks_the_magpie_checkpoints(tmp_path):
+    missing = tts_check(Options(tts="magpie", models_dir=str(tmp_path)))
+    assert missing.failed and "nemotron-speech download magpie" in missing.fix
+    broken = tmp_path / "broken.nemo"
+    broken.write_bytes(b"not a tar")
+    given = Options(tts="magpie", magpie_model=str(broken), magpie_codec=str(ASSETS / CODEC_FILE))
+    assert "not a .nemo archive" in tts_check(given).detail
+    good = Options(
+        tts="magpie", magpie_model=str(ASSETS / MAGPIE_FILE), magpie_codec=str(ASSETS / CODEC_FILE)
+    )
+    assert not tts_check(good).failed

@@ -6,6 +6,8 @@ NEMOTRON_MODELS_DIR):
     models/asr/nemotron-speech-streaming-en-0.6b.nemo
     models/llm/NVIDIA-Nemotron-3-Nano-30B-A3B-{BF16,FP8,NVFP4}/   (Hugging Face folder)
     models/tts/kokoro-v1.0.onnx, models/tts/voices-v1.0.bin
+    models/tts/magpie/magpie_tts_multilingual_357m.nemo                (`download magpie`)
+    models/tts/nanocodec/nemo-nano-codec-22khz-1.89kbps-21.5fps.nemo   (its audio codec)
 
 Hugging Face downloads resume after interruption and show progress bars (huggingface_hub does
 both); afterwards every file is compared with the size the Hub reports, and with --sha256 also
@@ -42,7 +44,13 @@ KOKORO_MODEL = "kokoro-v1.0.onnx"
 KOKORO_VOICES = "voices-v1.0.bin"
 KOKORO_RELEASE = "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0"
 TTS_URLS = {name: f"{KOKORO_RELEASE}/{name}" for name in (KOKORO_MODEL, KOKORO_VOICES)}
-WHAT = ("asr", "llm", "tts", "all")
+# Magpie TTS and the audio codec its checkpoint names; file names follow NeMo's from_pretrained
+# rule (<repo name>.nemo)
+MAGPIE_REPO = "nvidia/magpie_tts_multilingual_357m"
+MAGPIE_FILE = "magpie_tts_multilingual_357m.nemo"
+CODEC_REPO = "nvidia/nemo-nano-codec-22khz-1.89kbps-21.5fps"
+CODEC_FILE = "nemo-nano-codec-22khz-1.89kbps-21.5fps.nemo"
+WHAT = ("asr", "llm", "tts", "magpie", "all")
 RECORD = ".nemotron-download.json"  # what was verified, per folder: repo, commit, files
 
 
@@ -61,6 +69,11 @@ def llm_path(root: Path, variant: str) -> Path:
 
 def tts_dir(root: Path) -> Path:
     return root / "tts"
+
+
+def magpie_paths(root: Path) -> tuple[Path, Path]:
+    """The Magpie checkpoint and its codec checkpoint under the models folder."""
+    return tts_dir(root) / "magpie" / MAGPIE_FILE, tts_dir(root) / "nanocodec" / CODEC_FILE
 
 
 def require_weights(path: str | os.PathLike, what: str, variant: str | None = None) -> Path:
@@ -147,15 +160,27 @@ def matches_record(local_dir: Path, repo: str, *, hashes: bool) -> bool:
     return True
 
 
-def download_asr(root: Path, *, hashes: bool) -> Path:
-    target = root / "asr"
-    if not matches_record(target, ASR_REPO, hashes=hashes):
+def download_file(repo: str, path: Path, *, hashes: bool) -> Path:
+    """One file of a Hub repo into `path`'s folder (verified, and recorded there)."""
+    target = path.parent
+    if not matches_record(target, repo, hashes=hashes):
         from huggingface_hub import hf_hub_download
 
-        commit, manifest = resolve(ASR_REPO)
-        hf_hub_download(ASR_REPO, ASR_FILE, revision=commit, local_dir=target)
-        _check(target, ASR_REPO, commit, {ASR_FILE: manifest[ASR_FILE]}, hashes)
-    return asr_path(root)
+        commit, manifest = resolve(repo)
+        hf_hub_download(repo, path.name, revision=commit, local_dir=target)
+        _check(target, repo, commit, {path.name: manifest[path.name]}, hashes)
+    return path
+
+
+def download_asr(root: Path, *, hashes: bool) -> Path:
+    return download_file(ASR_REPO, asr_path(root), hashes=hashes)
+
+
+def download_magpie(root: Path, *, hashes: bool) -> Path:
+    """The Magpie checkpoint and its codec (each in its own folder, each with its record)."""
+    model, codec = magpie_paths(root)
+    download_file(CODEC_REPO, codec, hashes=hashes)
+    return download_file(MAGPIE_REPO, model, hashes=hashes)
 
 
 def download_llm(root: Path, variant: str, *, hashes: bool) -> Path:
@@ -282,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
             print("LLM:", download_llm(root, args.llm_variant, hashes=args.sha256))
         if args.what in ("tts", "all"):
             print("TTS:", download_tts(root))
+        if args.what in ("magpie", "all"):
+            print("Magpie TTS:", download_magpie(root, hashes=args.sha256))
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ picked with --only / --skip:
     gpu       NVIDIA driver, torch's CUDA (when torch is installed), capability, free memory
               against the Spark budget (docs/spark.md)
     models    ASR .nemo and LLM folder where `nemotron-speech download` puts them
-    tts       the bot's TTS: kokoro-onnx and its weights, or espeak-ng
+    tts       the bot's TTS: kokoro-onnx and its weights, Magpie's checkpoints, or espeak-ng
     asr       the ASR server is ready (warmed up) and opens a stream
     llm       vLLM is up, serves the model, and answers a short completion (warming it up)
     ports     the stack's ports are free, or held by that service

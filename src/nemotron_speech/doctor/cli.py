@@ -64,9 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     services.add_argument("--llm-model", default=nemotron_env("llm_model", LLM_MODEL))
     services.add_argument("--llm-api-key", default=nemotron_env("llm_api_key"))
     services.add_argument(
-        "--tts", choices=["kokoro", "espeak"], default=nemotron_env("tts", "kokoro")
+        "--tts", choices=["kokoro", "espeak", "magpie"], default=nemotron_env("tts", "kokoro")
     )
     services.add_argument("--tts-voice", default=nemotron_env("tts_voice"))
+    services.add_argument("--magpie-model", default=nemotron_env("magpie_model"))
+    services.add_argument("--magpie-codec", default=nemotron_env("magpie_codec"))
     services.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for each answer"
     )

@@ -67,8 +67,10 @@ class Options:
         llm_url: vLLM's OpenAI base URL (`.../v1`).
         llm_model: The model name vLLM must serve.
         llm_api_key: vLLM's `--api-key`, if any.
-        tts: `kokoro` or `espeak`.
+        tts: `kokoro`, `espeak` or `magpie`.
         tts_voice: The TTS voice (None = the TTS's default).
+        magpie_model: Magpie `.nemo` (None = where `download magpie` puts it).
+        magpie_codec: Its audio codec `.nemo` (None = likewise).
         bot_port: Port the voice bot's runner listens on.
         timeout: Seconds to wait for any one answer (a completion on a cold server takes longest).
     """
@@ -84,6 +86,8 @@ class Options:
     llm_api_key: str | None = None
     tts: str = "kokoro"
     tts_voice: str | None = None
+    magpie_model: str | None = None
+    magpie_codec: str | None = None
     bot_port: int = DEFAULT_BOT_PORT
     timeout: float = 30.0
 

@@ -78,8 +78,31 @@ def llm_weights_check(options: Options) -> Check:
     return ok(name, f"{folder} ({len(shards)} safetensors files, {size / GB:.1f} GB)")
 
 
+def magpie_check(options: Options, name: str = "TTS") -> Check:
+    """Magpie: NeMo importable (the `asr` extra) and both checkpoints readable `.nemo` archives.
+
+    Loading them takes NeMo's import and the model's restore (~20 s on a CPU): the service does
+    that when the pipeline starts, and a voice it does not have is refused per request.
+    """
+    if importlib.util.find_spec("nemo") is None:
+        return fail(name, "Magpie needs NeMo, which is not installed", "install the asr extra")
+    default_model, default_codec = download.magpie_paths(options.models)
+    paths = (
+        (Path(options.magpie_model or default_model), options.magpie_model, "--magpie-model"),
+        (Path(options.magpie_codec or default_codec), options.magpie_codec, "--magpie-codec"),
+    )
+    for path, given, flag in paths:
+        problem = _unreadable(path)
+        if problem is None and not tarfile.is_tarfile(path):
+            problem = f"{path} is not a .nemo archive (truncated?)"
+        if problem:
+            return fail(name, f"Magpie {problem}", f"check {flag}" if given else _fetch("magpie"))
+    return ok(name, f"Magpie, {paths[0][0]} with codec {paths[1][0]}")
+
+
 def tts_check(options: Options) -> Check:
-    """What the bot's TTS needs at start-up: its package and weights (Kokoro) or binary (espeak)."""
+    """What the bot's TTS needs at start-up: its package and weights (Kokoro, Magpie) or binary
+    (espeak)."""
     name = "TTS"
     try:  # the TTS runs inside the bot, which needs pipecat anyway
         from nemotron_speech.tts import KOKORO_VOICE
@@ -96,6 +119,8 @@ def tts_check(options: Options) -> Check:
         except EspeakNotFoundError as exc:
             problem, _, fix = str(exc).partition(": ")
             return fail(name, problem, fix)
+    if options.tts == "magpie":
+        return magpie_check(options, name)
     if importlib.util.find_spec("kokoro_onnx") is None:
         return fail(
             name,

@@ -1,9 +1,11 @@
-"""Local text-to-speech for the voice pipelines: Kokoro (the Spark default) and espeak-ng.
+"""Local text-to-speech for the voice pipelines: Kokoro (the Spark default), Magpie, espeak-ng.
 
 - `kokoro`: pipecat's `KokoroTTSService` (Kokoro-82M through kokoro-onnx, Apache-2.0 weights,
   ONNX Runtime on the CPU, 24 kHz). Natural voice, no cloud; weights come from
   `nemotron-speech download tts` into `models/tts/` and are never fetched at run time, so a
   missing file fails at start-up with the command that fetches it.
+- `magpie`: `NemotronMagpieTTSService`, NVIDIA's Magpie TTS (NeMo) in-process, on a GPU beside
+  the ASR and vLLM; checkpoints from `nemotron-speech download magpie` (needs the `asr` extra).
 - `espeak`: `EspeakTTSService`, robotic but weightless; runs on any box with `espeak-ng`.
 """
 
@@ -17,14 +19,15 @@ from pipecat.services.tts_service import TTSService
 from nemotron_speech.download import (
     KOKORO_MODEL,
     KOKORO_VOICES,
+    magpie_paths,
     models_dir,
     require_weights,
     tts_dir,
 )
 from nemotron_speech.tts.espeak import EspeakNotFoundError, EspeakTTSService
 
-TtsKind = Literal["kokoro", "espeak"]
-TTS_KINDS: tuple[TtsKind, ...] = ("kokoro", "espeak")
+TtsKind = Literal["kokoro", "espeak", "magpie"]
+TTS_KINDS: tuple[TtsKind, ...] = ("kokoro", "espeak", "magpie")
 KOKORO_VOICE = "af_heart"
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "TtsKind",
     "create_tts",
     "kokoro_tts",
+    "magpie_tts",
 ]
 
 
@@ -64,12 +68,44 @@ def kokoro_tts(
     )
 
 
+def magpie_tts(
+    models: str | os.PathLike | None = None,
+    *,
+    voice: str | None = None,
+    model_path: str | os.PathLike | None = None,
+    codec_path: str | os.PathLike | None = None,
+    device: str = "cuda",
+    **kwargs,
+) -> TTSService:
+    """The in-process Magpie service on the checkpoints under `models/tts/` (or the given paths).
+
+    Only the files are checked here; torch and NeMo load, and the model with them, when the
+    pipeline starts.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing; the message names `nemotron-speech download
+            magpie`.
+    """
+    default_model, default_codec = magpie_paths(models_dir(models))
+    model = require_weights(model_path or default_model, "magpie")
+    codec = require_weights(codec_path or default_codec, "magpie")
+    from nemotron_speech.tts.magpie.service import NemotronMagpieTTSService
+
+    settings = NemotronMagpieTTSService.Settings(voice=voice) if voice else None
+    return NemotronMagpieTTSService(
+        model_path=model, codec_path=codec, device=device, settings=settings, **kwargs
+    )
+
+
 def create_tts(
     kind: TtsKind, *, models: str | os.PathLike | None = None, voice: str | None = None, **kwargs
 ) -> TTSService:
-    """The TTS service named `kind`; `kwargs` go to pipecat's `TTSService` (e.g. sample_rate)."""
+    """The TTS service named `kind`; `kwargs` go to its class (e.g. sample_rate; for magpie also
+    model_path, codec_path and device)."""
     if kind == "kokoro":
         return kokoro_tts(models, voice=voice or KOKORO_VOICE, **kwargs)
+    if kind == "magpie":
+        return magpie_tts(models, voice=voice, **kwargs)
     if kind == "espeak":
         settings = EspeakTTSService.Settings(voice=voice) if voice else None
         return EspeakTTSService(settings=settings, **kwargs)

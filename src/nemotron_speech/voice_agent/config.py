@@ -41,8 +41,12 @@ class BotConfig:
         llm_model: The model name vLLM serves.
         llm_api_key: vLLM's `--api-key`, if any.
         max_tokens: Longest reply in tokens (None: the server's limit).
-        tts: `kokoro` (natural, weights in models/tts) or `espeak` (any CPU, robotic).
+        tts: `kokoro` (natural, weights in models/tts), `magpie` (NVIDIA Magpie in-process,
+            on `tts_device`) or `espeak` (any CPU, robotic).
         tts_voice: Voice name for the chosen TTS (default: the TTS's own).
+        magpie_model: Magpie `.nemo` (default: under models_dir, from `download magpie`).
+        magpie_codec: Its audio codec `.nemo` (default: under models_dir).
+        tts_device: Device for Magpie (`cuda`, `cpu`).
         models_dir: Where `nemotron-speech download` put the weights.
         system_prompt: The LLM's instructions.
         greeting: Spoken when a client connects ("" for none).
@@ -58,6 +62,9 @@ class BotConfig:
     max_tokens: int | None = None
     tts: str = "kokoro"
     tts_voice: str | None = None
+    magpie_model: str | None = None
+    magpie_codec: str | None = None
+    tts_device: str = "cuda"
     models_dir: str | None = None
     system_prompt: str = SYSTEM_PROMPT
     greeting: str = GREETING
@@ -103,6 +110,17 @@ def add_arguments(
     if tts:
         group.add_argument("--tts", choices=TTS_KINDS, default=_env("tts", d.tts))
         group.add_argument("--tts-voice", default=_env("tts_voice", d.tts_voice))
+        group.add_argument(
+            "--magpie-model",
+            default=_env("magpie_model", d.magpie_model),
+            help="Magpie .nemo for --tts magpie (default: under --models-dir)",
+        )
+        group.add_argument(
+            "--magpie-codec",
+            default=_env("magpie_codec", d.magpie_codec),
+            help="Magpie's audio codec .nemo (default: under --models-dir)",
+        )
+        group.add_argument("--tts-device", default=_env("tts_device", d.tts_device))
         group.add_argument("--models-dir", default=_env("models_dir", d.models_dir))
         group.add_argument("--greeting", default=_env("greeting", d.greeting))
     return parser
@@ -140,4 +158,11 @@ def make_llm(config: BotConfig) -> LLMService:
 
 def make_tts(config: BotConfig) -> TTSService:
     """The configured local TTS; fails at start-up if its weights or binary are missing."""
-    return create_tts(config.tts, models=config.models_dir, voice=config.tts_voice)  # type: ignore[arg-type]
+    options = {}
+    if config.tts == "magpie":
+        options = {
+            "model_path": config.magpie_model,
+            "codec_path": config.magpie_codec,
+            "device": config.tts_device,
+        }
+    return create_tts(config.tts, models=config.models_dir, voice=config.tts_voice, **options)  # type: ignore[arg-type]
