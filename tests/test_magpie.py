@@ -7,6 +7,7 @@ decode, the length follows the text, a stop ends the audio, bad input is refused
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -43,7 +44,8 @@ from nemotron_speech.tts.magpie import (  # noqa: E402
 )
 from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "tts"
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "tests" / "assets" / "tts"
 SHORT = "Hi."
 LONG = "The quick brown fox jumps over the lazy dog, and then it runs far away."
 
@@ -248,3 +250,20 @@ def test_the_doctor_checks_the_magpie_checkpoints(tmp_path):
         tts="magpie", magpie_model=str(ASSETS / MAGPIE_FILE), magpie_codec=str(ASSETS / CODEC_FILE)
     )
     assert not tts_check(good).failed
+
+
+def test_the_tts_benchmark_runs_on_the_test_model(tmp_path, monkeypatch):
+    """`python -m benchmarks.tts` (docs/benchmarks.md), small, in this process (NeMo loaded)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tts as benchmark
+
+    out = tmp_path / "tts.json"
+    argv = ["--batches", "1,2", "--frames", "12", "--rounds", "1", "--more-chunks", "4"]
+    benchmark.main([*argv, "--json", str(out)])
+    result = json.loads(out.read_text())
+    rows = [(row["batch"], row["chunk"]) for row in result["rows"]]
+    assert rows == [(1, 8), (2, 8), (1, 4)]
+    frame_s = 1024 / 22050
+    for row in result["rows"]:
+        assert row["audio_s"] == round(12 * frame_s, 3)  # the length the benchmark fixes
+        assert 0 < row["first_audio_p50_ms"] <= row["stream_wall_p50_ms"]

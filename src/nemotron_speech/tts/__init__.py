@@ -7,30 +7,33 @@
 - `magpie`: `NemotronMagpieTTSService`, NVIDIA's Magpie TTS (NeMo) in-process, on a GPU beside
   the ASR and vLLM; checkpoints from `nemotron-speech download magpie` (needs the `asr` extra).
 - `espeak`: `EspeakTTSService`, robotic but weightless; runs on any box with `espeak-ng`.
+
+The package itself imports neither pipecat nor torch: the services load on first use (PEP 562),
+so the Magpie engine (`tts.magpie.engine`) runs where only torch and NeMo are installed.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+import importlib
+from typing import TYPE_CHECKING, Literal
 
-from pipecat.services.tts_service import TTSService
-
-from nemotron_speech.download import (
-    KOKORO_MODEL,
-    KOKORO_VOICES,
-    magpie_paths,
-    models_dir,
-    require_weights,
-    tts_dir,
-)
-from nemotron_speech.tts.espeak import EspeakNotFoundError, EspeakTTSService
+if TYPE_CHECKING:
+    from nemotron_speech.tts.espeak import EspeakNotFoundError, EspeakTTSService
+    from nemotron_speech.tts.factory import create_tts, kokoro_tts, magpie_tts
 
 TtsKind = Literal["kokoro", "espeak", "magpie"]
 TTS_KINDS: tuple[TtsKind, ...] = ("kokoro", "espeak", "magpie")
 KOKORO_VOICE = "af_heart"
 
+_LAZY = {
+    "EspeakNotFoundError": "nemotron_speech.tts.espeak",
+    "EspeakTTSService": "nemotron_speech.tts.espeak",
+    "create_tts": "nemotron_speech.tts.factory",
+    "kokoro_tts": "nemotron_speech.tts.factory",
+    "magpie_tts": "nemotron_speech.tts.factory",
+}
 __all__ = [
+    "KOKORO_VOICE",
     "TTS_KINDS",
     "EspeakNotFoundError",
     "EspeakTTSService",
@@ -41,72 +44,8 @@ __all__ = [
 ]
 
 
-def kokoro_tts(
-    models: str | os.PathLike | None = None, *, voice: str = KOKORO_VOICE, **kwargs
-) -> TTSService:
-    """pipecat's Kokoro service on the weights under `models/tts/` (never downloads).
-
-    Raises:
-        FileNotFoundError: a weights file is missing; the message names `nemotron-speech
-            download tts`.
-        ImportError: kokoro-onnx is not installed.
-    """
-    root = tts_dir(models_dir(models))
-    model = require_weights(root / KOKORO_MODEL, "tts")
-    voices = require_weights(root / KOKORO_VOICES, "tts")
-    try:
-        from pipecat.services.kokoro.tts import KokoroTTSService
-    except ImportError as exc:
-        raise ImportError(
-            "the Kokoro TTS needs kokoro-onnx: pip install 'pipecat-ai[kokoro]'"
-        ) from exc
-    return KokoroTTSService(
-        model_path=str(model),
-        voices_path=str(voices),
-        settings=KokoroTTSService.Settings(voice=voice),
-        **kwargs,
-    )
-
-
-def magpie_tts(
-    models: str | os.PathLike | None = None,
-    *,
-    voice: str | None = None,
-    model_path: str | os.PathLike | None = None,
-    codec_path: str | os.PathLike | None = None,
-    device: str = "cuda",
-    **kwargs,
-) -> TTSService:
-    """The in-process Magpie service on the checkpoints under `models/tts/` (or the given paths).
-
-    Only the files are checked here; torch and NeMo load, and the model with them, when the
-    pipeline starts.
-
-    Raises:
-        FileNotFoundError: a checkpoint is missing; the message names `nemotron-speech download
-            magpie`.
-    """
-    default_model, default_codec = magpie_paths(models_dir(models))
-    model = require_weights(model_path or default_model, "magpie")
-    codec = require_weights(codec_path or default_codec, "magpie")
-    from nemotron_speech.tts.magpie.service import NemotronMagpieTTSService
-
-    settings = NemotronMagpieTTSService.Settings(voice=voice) if voice else None
-    return NemotronMagpieTTSService(
-        model_path=model, codec_path=codec, device=device, settings=settings, **kwargs
-    )
-
-
-def create_tts(
-    kind: TtsKind, *, models: str | os.PathLike | None = None, voice: str | None = None, **kwargs
-) -> TTSService:
-    """The TTS service named `kind`; `kwargs` go to its class (e.g. sample_rate; for magpie also
-    model_path, codec_path and device)."""
-    if kind == "kokoro":
-        return kokoro_tts(models, voice=voice or KOKORO_VOICE, **kwargs)
-    if kind == "magpie":
-        return magpie_tts(models, voice=voice, **kwargs)
-    if kind == "espeak":
-        settings = EspeakTTSService.Settings(voice=voice) if voice else None
-        return EspeakTTSService(settings=settings, **kwargs)
-    raise ValueError(f"unknown TTS {kind!r}; choose one of {', '.join(TTS_KINDS)}")
+def __getattr__(name: str):
+    """Import a service's module on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -230,22 +230,17 @@ class MagpieEngine:
             "text_lens": torch.tensor(lengths, device=self.device),
             "speaker_indices": [speaker for _, speaker in batch],
         }
-        tap = None
         if stream:
             decoders = [self._frame_decoder() for _ in batch]
-            tap = DecodeTap(model.detect_eos, decoders, on_audio, should_stop)
-            model.detect_eos = tap  # an instance attribute, removed below
-        try:
-            with self._autocast():
-                output = model.infer_batch(
-                    inputs, use_cfg=True, use_local_transformer_for_inference=True
-                )
-        finally:
-            if tap is not None:
-                del model.detect_eos
-        if tap is not None:
+            tap = DecodeTap(decoders, on_audio, should_stop)
+            with tap.installed(model), self._autocast():
+                model.infer_batch(inputs, use_cfg=True, use_local_transformer_for_inference=True)
             tap.finish()
             return
+        with self._autocast():
+            output = model.infer_batch(
+                inputs, use_cfg=True, use_local_transformer_for_inference=True
+            )
         audio = output.predicted_audio.float().cpu().numpy()
         for row, length in enumerate(output.predicted_audio_lens.tolist()):
             if length:

@@ -5,7 +5,8 @@ at the end; NeMo has no per-step callback. Its loop calls `detect_eos(codes, arg
 per step for every item that has not ended yet, in item order, with that item's new frame(s):
 `DecodeTap` stands in for that method during a call, hands each frame to the item's
 `FrameDecoder`, and stops the loop when asked to. `generate_speech` (NeMo's chunked path) calls
-`detect_eos` the same way.
+`detect_eos` the same way. While it is installed, `infer_batch`'s decode of the whole batch at the
+end is skipped: the chunks have already decoded every frame.
 
 Exactness: a causal decoder's output up to a frame depends only on the frames before it, within a
 receptive field of `decoder_history_frames` frames. Decoding the new frames with that many frames of
@@ -17,8 +18,9 @@ are decoded once the item ends (one chunk per sentence).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -110,7 +112,8 @@ class Stopped(Exception):
 
 
 class DecodeTap:
-    """Replaces `model.detect_eos` for one `infer_batch` call; see the module docstring.
+    """Stands in for `model.detect_eos` during one `infer_batch` call (`installed`); see the
+    module docstring.
 
     `on_audio(item, samples)` gets every chunk as soon as it is decoded; `should_stop()` is asked
     once per decoder step, and a True abandons the call (`Stopped`).
@@ -118,17 +121,29 @@ class DecodeTap:
 
     def __init__(
         self,
-        detect_eos: Callable,
         decoders: list[FrameDecoder],
         on_audio: Callable[[int, np.ndarray], None],
         should_stop: Callable[[], bool] | None,
     ):
-        self._detect_eos = detect_eos
+        self._detect_eos: Callable | None = None
         self._decoders = decoders
         self._on_audio = on_audio
         self._should_stop = should_stop
         self._pending = list(range(len(decoders)))  # items NeMo still calls, in its order
         self._cursor = 0
+
+    @contextlib.contextmanager
+    def installed(self, model) -> Iterator[None]:
+        """Instance attributes over the model's own, removed on the way out."""
+        self._detect_eos = model.detect_eos
+        helper = model._codec_helper
+        model.detect_eos = self
+        model._codec_helper = _SkipWholeDecode(helper)
+        try:
+            yield
+        finally:
+            del model.detect_eos
+            model._codec_helper = helper
 
     def __call__(self, codes: torch.Tensor, argmax: torch.Tensor, method) -> int | float:
         end = self._detect_eos(codes, argmax, method)
@@ -154,3 +169,17 @@ class DecodeTap:
     def _emit(self, item: int, audio: np.ndarray | None) -> None:
         if audio is not None and audio.size:
             self._on_audio(item, audio)
+
+
+class _SkipWholeDecode:
+    """`model._codec_helper` while a tap is installed: the final decode returns no audio."""
+
+    def __init__(self, helper):
+        self._helper = helper
+
+    def codes_to_audio(self, codes: torch.Tensor, codes_len: torch.Tensor):
+        empty = torch.zeros(codes.shape[0], 0, device=codes.device)
+        return empty, torch.zeros_like(codes_len), codes
+
+    def __getattr__(self, name: str):
+        return getattr(self._helper, name)
