@@ -8,7 +8,7 @@ Starts the server (or uses --url), then for each N runs N clients for --seconds.
 sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences; after each
 sentence it sends `end` and waits for the final. Per N it reports:
 - lag: for every interim, arrival time minus the send time of the packet after which that text
-  was available. A calibration pass (one client, a soft reset after every packet, before the
+  was available. A calibration pass (one client, a flush after every packet, before the
   load) finds that packet for each text; batching gives the same texts at any load.
 - finalize: `end` (or `finalize`, with --final-request finalize) sent -> final received.
 - exact: finals equal to the final of the same sentence streamed alone (for the test model that
@@ -75,7 +75,7 @@ class ClientStats:
 
 async def calibrate(url: str, token: str | None, utterances: list[Utterance]) -> None:
     """Learn, for each sentence, after which 20 ms packet each interim text becomes available:
-    stream it alone with a soft reset after every packet (the answer covers all complete chunks
+    stream it alone with a flush after every packet (the answer covers all complete chunks
     received). Under load the same texts arrive later; the difference is the lag."""
     async with AsrClient.connect(url, token=token) as client:
         for utterance in utterances:
