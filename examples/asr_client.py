@@ -89,7 +89,8 @@ def closed(websocket: ClientConnection, when: str = "") -> str:
 
 
 async def receive(websocket: ClientConnection) -> tuple[str, int]:
-    """Print interims and errors until the hard final; return its text and the interim count."""
+    """Print interims and errors until the final that answers `end`; return its text and the
+    interim count."""
     interims = 0
     try:
         async for message in websocket:
@@ -101,7 +102,7 @@ async def receive(websocket: ClientConnection) -> tuple[str, int]:
             elif not event.get("is_final"):
                 interims += 1
                 print(f"  interim: {event['text']}")
-            elif event.get("finalize"):  # the hard final that answers `end`
+            elif event.get("finalize"):  # the final that answers `end` (a reset)
                 return event["text"], interims
     except ConnectionClosed:  # closed with an error code; a normal close just ends the loop
         pass

@@ -68,7 +68,7 @@ def frames(audio: bytes, size: int = 3200) -> list[bytes]:
 
 
 async def events_until_final(client: AsrClient, timeout: float = 30.0) -> list[Transcript | Error]:
-    """Every event up to and including the next hard final."""
+    """Every event up to and including the next final (`finalize` true)."""
     events: list[Transcript | Error] = []
     async with asyncio.timeout(timeout):
         while True:

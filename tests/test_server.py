@@ -1,4 +1,4 @@
-"""The ASR server on loopback with the generated model: the seed's session, soft vs hard resets,
+"""The ASR server on loopback with the generated model: the seed's session, flush vs reset,
 concurrency equal to solo runs, bad input, limits, metrics and graceful shutdown."""
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Decoding an evaluation set with `AsrEngine` in this process (needs the `asr` extra).
 
 Streaming goes through the engine's public API as the server drives it: PCM16 fed in 20 ms
-packets, batched `step()`s over up to `streams` utterances at once, `finalize()` when an
-utterance's audio is all in. Offline decoding is `transcribe_offline()` of an fp32 engine at the
-same right context, the reference that fp32 streaming equals token for token.
+packets, batched `step()`s over up to `streams` utterances at once, a reset
+(`finalize(stream, reset=True)`) when an utterance's audio is all in. Offline decoding is
+`transcribe_offline()` of an fp32 engine at the same right context, the reference that fp32
+streaming equals token for token.
 """
 
 from __future__ import annotations

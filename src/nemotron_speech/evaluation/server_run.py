@@ -2,8 +2,9 @@
 
 Needs only `websockets` and the `eval` extra (no torch): each utterance is one connection that
 sends PCM16 in 20 ms frames (by the clock in real time with `realtime`, else as fast as the
-socket takes them), then `end`, and waits for the hard final. Up to `streams` connections run
-at once. The right context is whatever the server runs; its `ready` message says which.
+socket takes them), then `end`, and waits for the final that answers it. Up to `streams`
+connections run at once. The right context is whatever the server runs; its `ready` message
+says which.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ async def _send(client: AsrClient, audio: bytes, realtime: bool) -> None:
 
 
 async def _final(client: AsrClient, utterance: Utterance) -> str:
-    """The hard final's text; any error or close is an error naming the utterance."""
+    """The text of the final that answers `end`; any error or close is an error naming the
+    utterance."""
     try:
         while True:
             event = await client.recv()
