@@ -7,7 +7,8 @@
 
 Speech goes to the ASR server (`--asr-url`, or `--asr-model` to run the model in this process),
 the transcript to Nemotron on vLLM (`--llm-url`), the answer to a local TTS (`--tts kokoro`,
-weights from `nemotron-speech download tts`, or `--tts espeak`). Every flag also reads an
+weights from `nemotron-speech download tts`; `--tts magpie`, NVIDIA Magpie on the GPU, weights
+from `nemotron-speech download magpie`; or `--tts espeak`). Every flag also reads an
 environment variable, e.g. NEMOTRON_ASR_URL; `--help` lists them. The runner and transports are
 pipecat's (`pipecat.runner.run.main`); the browser clients are pipecat's prebuilt UI at /client/
 (needs internet access) and our offline page at /voice/.
