@@ -8,6 +8,7 @@ XuehaiPan/nvitop PR #208), for an H200 the numbers a real one printed (docs/spar
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -158,6 +159,23 @@ def test_kokoro_needs_its_weights_and_the_chosen_voice(tmp_path):
     (download.tts_dir(tmp_path) / "voices-v1.0.bin").write_bytes(b"<html>rate limited</html>")
     (check,) = run_checks(Options(models_dir=str(tmp_path)), ["tts"])
     assert check.failed and "not a voices archive" in check.detail
+
+
+def test_a_host_without_pipecat_checks_only_the_tts_weights(tmp_path, monkeypatch):
+    """On a Spark whose bot runs in its image the host has the download extra only: the TTS
+    line checks the weights it provides, and the packages are the bot image's to check."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pipecat" else
+        real_find_spec(name, *a),
+    )  # fmt: skip
+    (check,) = run_checks(Options(models_dir=str(tmp_path)), ["tts"])
+    assert check.failed and "nemotron-speech download tts" in check.fix
+    write_kokoro(tmp_path, {"af_heart": np.zeros(4)})
+    (check,) = run_checks(Options(models_dir=str(tmp_path)), ["tts"])
+    assert check.status == "pass" and "checked where the bot runs" in check.detail
+    (check,) = run_checks(Options(tts="espeak"), ["tts"])
+    assert check.status == "skip" and "no pipecat here" in check.detail
 
 
 def test_espeak_tts_is_found_or_named(tmp_path):

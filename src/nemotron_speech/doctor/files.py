@@ -13,7 +13,8 @@ import zipfile
 from pathlib import Path
 
 from nemotron_speech import download
-from nemotron_speech.doctor.core import Check, Options, fail, ok
+from nemotron_speech.doctor.core import Check, Options, fail, ok, skip
+from nemotron_speech.tts import KOKORO_VOICE
 
 GB = 1e9
 
@@ -101,47 +102,55 @@ def magpie_check(options: Options, name: str = "TTS") -> Check:
 
 
 def tts_check(options: Options) -> Check:
-    """What the bot's TTS needs at start-up: its package and weights (Kokoro, Magpie) or binary
-    (espeak)."""
+    """What the bot's TTS needs at start-up: its weights (Kokoro, Magpie), and its package or
+    binary where the bot runs. Without pipecat this is not the bot's environment (a Spark host
+    whose bot runs in its image): only the weights, which the host provides, are checked."""
     name = "TTS"
-    try:  # the TTS runs inside the bot, which needs pipecat anyway
-        from nemotron_speech.tts import KOKORO_VOICE
-        from nemotron_speech.tts.espeak import EspeakNotFoundError, find_espeak
-    except ImportError as exc:
-        return fail(
-            name,
-            f"the bot's TTS needs pipecat, which is not importable: {exc}",
-            "install the project's bot extra in this environment",
-        )
+    if options.tts == "magpie":
+        return magpie_check(options, name)
+    in_bot = importlib.util.find_spec("pipecat") is not None
     if options.tts == "espeak":
+        if not in_bot:
+            return skip(name, "espeak-ng runs where the bot runs (its image); no pipecat here")
+        from nemotron_speech.tts.espeak import EspeakNotFoundError, find_espeak
+
         try:
             return ok(name, f"espeak-ng at {find_espeak()}")
         except EspeakNotFoundError as exc:
             problem, _, fix = str(exc).partition(": ")
             return fail(name, problem, fix)
-    if options.tts == "magpie":
-        return magpie_check(options, name)
+    problem = _kokoro_weights_problem(options)
+    if problem is not None:
+        return fail(name, *problem)
+    where = f"Kokoro, voice {options.tts_voice or KOKORO_VOICE}, weights in "
+    where += str(download.tts_dir(options.models))
+    if not in_bot:
+        return ok(name, f"{where} (kokoro-onnx is checked where the bot runs; no pipecat here)")
     if importlib.util.find_spec("kokoro_onnx") is None:
         return fail(
             name,
             "Kokoro needs kokoro-onnx, which is not installed",
             "install the project's kokoro extra (pipecat-ai[kokoro]), or use --tts espeak",
         )
+    return ok(name, where)
+
+
+def _kokoro_weights_problem(options: Options) -> tuple[str, str] | None:
+    """(problem, fix) when the Kokoro weights or the chosen voice are missing or broken."""
     root = download.tts_dir(options.models)
     for file in (download.KOKORO_MODEL, download.KOKORO_VOICES):
         problem = _unreadable(root / file)
         if problem:
-            return fail(name, f"Kokoro weights {problem}", _fetch("tts"))
+            return f"Kokoro weights {problem}", _fetch("tts")
     voice = options.tts_voice or KOKORO_VOICE
     voices = root / download.KOKORO_VOICES
     if not zipfile.is_zipfile(voices):  # kokoro-onnx np.load()s it: an .npz archive
-        return fail(name, f"{voices} is not a voices archive (truncated?)", _fetch("tts"))
+        return f"{voices} is not a voices archive (truncated?)", _fetch("tts")
     with zipfile.ZipFile(voices) as archive:
         names = sorted(n.removesuffix(".npy") for n in archive.namelist())
     if voice not in names:
-        return fail(
-            name,
+        return (
             f"voice {voice!r} is not in {voices}",
             f"pick one of {', '.join(names[:8])}... with --tts-voice",
         )
-    return ok(name, f"Kokoro, voice {voice}, weights in {root}")
+    return None
