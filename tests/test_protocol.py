@@ -45,7 +45,7 @@ def test_server_messages_are_the_seeds_json():
     [
         ('{"type": "reset", "finalize": true}', Reset(True)),
         ('{"type": "reset", "finalize": false}', Reset(False)),
-        ('{"type": "reset"}', Reset(True)),  # the seed's reset was always a hard one
+        ('{"type": "reset"}', Reset(True)),  # the seed's reset always reset
         ('{"type": "end"}', End()),
         ('{"type": "finalize"}', Finalize()),
         ('{"type": "finalize", "finalize": false}', Finalize()),  # unknown fields ignored

@@ -340,7 +340,7 @@ class InferenceWorker:
         if stream.failed:
             return
         self._send(stream, Transcript(self.engine.flush(stream_id), is_final=True))
-        self._metrics.transcripts.inc(label="soft_final")
+        self._metrics.transcripts.inc(label="flush")
 
     def _send(self, stream: _Stream, event: Event) -> None:
         self._loop.call_soon_threadsafe(stream.sink, event)

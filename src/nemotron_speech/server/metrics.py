@@ -88,7 +88,7 @@ class ServerMetrics:
             "asr_transcripts_total",
             "Transcript messages sent, by kind.",
             "kind",
-            ("interim", "soft_final", "final"),
+            ("interim", "flush", "final"),
             registry,
         )
 
