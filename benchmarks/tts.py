@@ -12,7 +12,7 @@ checkpoint has it; classifier-free guidance and the local transformer too (the e
   that sentence-level chunks would give;
 - RTF: wall time / audio seconds of one request (all B requests play at once; below 1 is faster
   than real time); throughput: audio seconds made per wall second, all requests together;
-- stream overhead: streamed wall time / whole wall time (the incremental codec decodes).
+- stream overhead: streamed wall time / whole wall time (the chunked codec decodes).
 `--full-size` builds the published magpie_tts_multilingual_357m architecture with NanoCodec's
 decoder (`testing.make_magpie.FULL_*`, random weights: the compute of trained ones).
 Prints one table and writes JSON (default benchmarks/results/tts-<device>.json).
@@ -138,7 +138,7 @@ def run(args) -> dict:
         "machine": machine(args.device),
         "model": "full-size (random weights)" if args.full_size else "generated test model",
         "magpie_parameters": params,
-        "codec_history_frames": engine.history_frames,
+        "incremental_decode": engine.codec_stream is not None,
         "frames": args.frames,
         "first_chunk_frames": engine.first_chunk_frames,
         "load_s": round(load_s, 1),

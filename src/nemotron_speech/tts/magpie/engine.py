@@ -21,17 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nemotron_speech.tts.magpie.codec_stream import CodecStream, supports
 from nemotron_speech.tts.magpie.errors import (
     MagpieInputError,
     MagpieLoadError,
     MagpieModelNotFoundError,
 )
-from nemotron_speech.tts.magpie.streaming import (
-    DecodeTap,
-    FrameDecoder,
-    Stopped,
-    decoder_history_frames,
-)
+from nemotron_speech.tts.magpie.streaming import DecodeTap, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +88,10 @@ class MagpieEngine:
         self.samples_per_frame = (
             model.codec_model_samples_per_frame * self.sample_rate // int(model.sample_rate)
         )
-        self.history_frames = decoder_history_frames(model._codec_model.audio_decoder)
+        # None: a codec decoder that is not causal; then each sentence is one chunk
+        self.codec_stream = (
+            CodecStream(model._codec_helper) if supports(model._codec_model.audio_decoder) else None
+        )
         self.first_chunk_frames = first_chunk_frames
         self.chunk_frames = chunk_frames
         self.max_text_chars = max_text_chars
@@ -231,8 +230,15 @@ class MagpieEngine:
             "speaker_indices": [speaker for _, speaker in batch],
         }
         if stream:
-            decoders = [self._frame_decoder() for _ in batch]
-            tap = DecodeTap(decoders, on_audio, should_stop)
+            tap = DecodeTap(
+                len(batch),
+                model._codec_helper,
+                self.codec_stream,
+                on_audio,
+                should_stop,
+                self.first_chunk_frames,
+                self.chunk_frames,
+            )
             with tap.installed(model), self._autocast():
                 model.infer_batch(inputs, use_cfg=True, use_local_transformer_for_inference=True)
             tap.finish()
@@ -245,22 +251,6 @@ class MagpieEngine:
         for row, length in enumerate(output.predicted_audio_lens.tolist()):
             if length:
                 on_audio(row, audio[row, :length])
-
-    def _frame_decoder(self) -> FrameDecoder:
-        helper = self.model._codec_helper  # what infer_batch decodes with (codebook converter)
-
-        def decode(codes: torch.Tensor) -> np.ndarray:
-            lengths = torch.tensor([codes.shape[-1]], device=codes.device)
-            audio, _, _ = helper.codes_to_audio(codes, lengths)
-            return audio[0].float().cpu().numpy()
-
-        return FrameDecoder(
-            decode,
-            self.samples_per_frame,
-            self.history_frames,
-            self.first_chunk_frames,
-            self.chunk_frames,
-        )
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
