@@ -134,7 +134,7 @@ def run(args) -> dict:
     params = sum(p.numel() for n, p in engine.model.named_parameters() if "_codec_model" not in n)
     result = {
         "date": date.today().isoformat(),
-        "command": "python -m benchmarks.tts " + " ".join(args.argv),
+        "command": " ".join(["python -m benchmarks.tts", *args.argv]),
         "machine": machine(args.device),
         "model": "full-size (random weights)" if args.full_size else "generated test model",
         "magpie_parameters": params,
