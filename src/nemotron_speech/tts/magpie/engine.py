@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -28,8 +27,6 @@ from nemotron_speech.tts.magpie.errors import (
     MagpieModelNotFoundError,
 )
 from nemotron_speech.tts.magpie.streaming import DecodeTap, Stopped
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FIRST_CHUNK_FRAMES = 4  # ~190 ms of audio at NanoCodec's 21.5 frames a second
