@@ -32,7 +32,7 @@ from nemotron_speech.voice_agent import access, config
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 MODELS = Path("/models")
-COMPOSE_FILES = ["compose.yaml", "compose.x86.yaml", "compose.scale.yaml"]
+COMPOSE_FILES = ["compose.yaml", "compose.x86.yaml", "compose.scale.yaml", "compose.magpie.yaml"]
 LINT_ENV = "NEMOTRON_LINT_TOOLS"
 
 
