@@ -173,8 +173,9 @@ def run_variant(
         print_step(row)
     if phases is not None:
         phases.remove()
-    summary["finalize_b1"] = stats(time_finalize(engine, audio))  # context kept
-    summary["reset_b1"] = stats(time_finalize(engine, audio, reset=True))
+    finalize = time_finalize(engine, audio)
+    summary["finalize_b1"] = stats(finalize["kept"])
+    summary["reset_b1"] = stats(finalize["reset"])
     summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
     if variant == "eager":  # NeMo's own whole-utterance decoding is the reference of references
         offline = [tuple(engine.transcribe_offline(u)[0]) for u in utterances]
