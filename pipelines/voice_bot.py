@@ -17,6 +17,7 @@ pipecat's (`pipecat.runner.run.main`); the browser clients are pipecat's prebuil
 from __future__ import annotations
 
 import argparse
+import sys
 
 import offline_page  # noqa: F401  (adds /voice/ to the runner's app)
 from pipecat.runner.run import main
@@ -25,7 +26,7 @@ from pipecat.runner.utils import create_transport
 
 from nemotron_speech.voice_agent.access import BotArgumentParser
 from nemotron_speech.voice_agent.bot import build_bot, transport_params
-from nemotron_speech.voice_agent.config import BotConfig, add_arguments
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts
 from nemotron_speech.voice_agent.preflight import preflight
 
 
@@ -40,4 +41,9 @@ async def bot(runner_args: RunnerArguments):
 if __name__ == "__main__":
     parser = add_arguments(BotArgumentParser(description="Nemotron voice bot"))
     preflight(parser)  # exits with the report when the TTS, ASR or LLM cannot serve a session
+    args, _ = parser.parse_known_args()
+    if args.tts == "magpie" and not {"-h", "--help"} & set(sys.argv):
+        # load Magpie before serving: a session cannot wait for it (pipecat stops a session whose
+        # TTS gives no audio for seconds), and every session shares this one
+        make_tts(BotConfig.from_args(args))
     main(parser)

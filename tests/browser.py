@@ -54,7 +54,8 @@ class Chromium:
         executable = executable or find_chromium()
         if executable is None:
             raise FileNotFoundError("chromium not found: run .ci/setup_browser.sh")
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        # Chromium's helper processes can still write to the profile as it is removed
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         self.log_path = Path(self._profile.name) / "chromium.log"
         with open(self.log_path, "w") as log:
             self._process = subprocess.Popen(

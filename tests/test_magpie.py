@@ -235,10 +235,14 @@ def test_the_bot_builds_magpie_from_its_flags(tmp_path):
     with pytest.raises(FileNotFoundError, match="nemotron-speech download magpie"):
         make_tts(BotConfig.from_args(args))
     model, codec = str(ASSETS / MAGPIE_FILE), str(ASSETS / CODEC_FILE)
-    args = parser.parse_args(["--tts", "magpie", "--magpie-model", model, "--magpie-codec", codec])
+    args = parser.parse_args(
+        ["--tts", "magpie", "--magpie-model", model, "--magpie-codec", codec, "--tts-device", "cpu"]
+    )
     tts = make_tts(BotConfig.from_args(args))
     assert isinstance(tts, NemotronMagpieTTSService)
     assert tts._paths == (ASSETS / MAGPIE_FILE, ASSETS / CODEC_FILE)
+    # loaded before any session starts, and one engine for all of a bot's sessions
+    assert tts._engine is not None and make_tts(BotConfig.from_args(args))._engine is tts._engine
 
 
 def test_the_doctor_checks_the_magpie_checkpoints(tmp_path):

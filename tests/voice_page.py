@@ -32,6 +32,13 @@ VOICE_BOT = ROOT / "pipelines" / "voice_bot.py"
 SENTENCE = 11  # "can you hear me now good"
 # seconds of audible bot audio the page has received (its level meter keeps count)
 HEARD_SECS = "Number(document.getElementById('bot-heard').dataset.secs)"
+# WebRTC's count of the bot audio's energy (sum of level^2 x seconds, level 1 = full scale):
+# counts audio too quiet for the meter's threshold, e.g. a random-weights model's noise
+BOT_AUDIO_ENERGY = (
+    "pc.getStats().then(stats => [...stats.values()]"
+    ".filter(r => r.type === 'inbound-rtp' && r.kind === 'audio')"
+    ".reduce((sum, r) => sum + (r.totalAudioEnergy || 0), 0))"
+)
 LEAD_SECS = 4.0  # silence before the sentence: connect, ICE and the greeting happen in it
 ICE_CONNECTED = "pc !== null && ['connected', 'completed'].includes(pc.iceConnectionState)"
 
@@ -102,8 +109,11 @@ def talk(
     log_path: Path,
     screenshot: Path,
     connect_timeout: float = 30,
+    heard: str = HEARD_SECS,
+    answer_more_than: float = 0.5,
 ) -> None:
-    """Open the page, click Connect and wait for the whole round trip (TimeoutError if not)."""
+    """Open the page, click Connect and wait for the whole round trip (TimeoutError if not):
+    the answer is heard when the page's `heard` expression grows by `answer_more_than`."""
     user_said = (
         "[...document.querySelectorAll('.msg.user:not(.interim)')]"
         f".some(m => m.innerText.toLowerCase().includes({sentence!r}))"
@@ -114,9 +124,10 @@ def talk(
     try:
         browser.wait_for(ICE_CONNECTED, connect_timeout)
         browser.wait_for(user_said, 60)
-        heard_before_answer = float(browser.evaluate(HEARD_SECS))
+        heard_before_answer = float(browser.evaluate(heard))
         # the answer: audible bot audio arrives after the user's turn, and the bot logs V2V
-        browser.wait_for(f"{HEARD_SECS} > {heard_before_answer} + 0.5", 60)
+        more = f"v => v > {heard_before_answer} + {answer_more_than}"
+        browser.wait_for(f"Promise.resolve({heard}).then({more})", 60)
         deadline = time.monotonic() + 30
         while "endpointing wait" not in log_path.read_text():  # a user turn's V2V line
             if time.monotonic() > deadline:

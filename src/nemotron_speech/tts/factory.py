@@ -5,7 +5,9 @@ Imports pipecat (and, for Magpie, its service module; torch and NeMo only when i
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import TYPE_CHECKING
 
 from pipecat.services.tts_service import TTSService
 
@@ -19,6 +21,9 @@ from nemotron_speech.download import (
 )
 from nemotron_speech.tts import KOKORO_VOICE, TTS_KINDS, TtsKind
 from nemotron_speech.tts.espeak import EspeakTTSService
+
+if TYPE_CHECKING:
+    from nemotron_speech.tts.magpie.engine import MagpieEngine
 
 
 def kokoro_tts(
@@ -55,12 +60,15 @@ def magpie_tts(
     model_path: str | os.PathLike | None = None,
     codec_path: str | os.PathLike | None = None,
     device: str = "cuda",
+    shared: bool = False,
     **kwargs,
 ) -> TTSService:
     """The in-process Magpie service on the checkpoints under `models/tts/` (or the given paths).
 
     Only the files are checked here; torch and NeMo load, and the model with them, when the
-    pipeline starts.
+    pipeline starts. With `shared`, the model is loaded here instead, once per process, and every
+    service made so shares it (the engine has a lock): what a bot serving sessions wants, since
+    pipecat stops a session whose StartFrame or first audio waits for a load.
 
     Raises:
         FileNotFoundError: a checkpoint is missing; the message names `nemotron-speech download
@@ -72,9 +80,18 @@ def magpie_tts(
     from nemotron_speech.tts.magpie.service import NemotronMagpieTTSService
 
     settings = NemotronMagpieTTSService.Settings(voice=voice) if voice else None
+    if shared:
+        kwargs["engine"] = _shared_magpie(str(model), str(codec), device)
     return NemotronMagpieTTSService(
         model_path=model, codec_path=codec, device=device, settings=settings, **kwargs
     )
+
+
+@functools.cache
+def _shared_magpie(model: str, codec: str, device: str) -> MagpieEngine:
+    from nemotron_speech.tts.magpie.service import load_engine
+
+    return load_engine(model, codec, device)
 
 
 def create_tts(

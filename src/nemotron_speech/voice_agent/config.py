@@ -164,5 +164,6 @@ def make_tts(config: BotConfig) -> TTSService:
             "model_path": config.magpie_model,
             "codec_path": config.magpie_codec,
             "device": config.tts_device,
+            "shared": True,  # loaded once per bot process (voice_bot.py does it before serving)
         }
     return create_tts(config.tts, models=config.models_dir, voice=config.tts_voice, **options)  # type: ignore[arg-type]

@@ -186,19 +186,26 @@ class NemotronMagpieTTSService(TTSService):
             logger.trace(f"{self}: finished TTS [{text}]")
 
     def _load(self) -> MagpieEngine:
-        from nemotron_speech.tts.magpie.engine import MagpieEngine
-
         model_path, codec_path = self._paths
-        logger.info(f"{self} loading {model_path} on {self._device}")
-        engine = MagpieEngine.load(model_path, codec_path, self._device, **self._engine_options)
-        engine.warmup()
-        return engine
+        return load_engine(model_path, codec_path, self._device, **self._engine_options)
 
     def _close(self) -> None:
         """Stop the thread (idempotent: stop and cancel both call it)."""
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
+
+
+def load_engine(
+    model_path: str | Path, codec_path: str | Path, device: str, **options
+) -> MagpieEngine:
+    """Load the checkpoints (torch and NeMo with them) and run one warm-up sentence."""
+    from nemotron_speech.tts.magpie.engine import MagpieEngine
+
+    logger.info(f"loading Magpie {model_path} on {device}")
+    engine = MagpieEngine.load(model_path, codec_path, device, **options)
+    engine.warmup()
+    return engine
 
 
 async def _pcm(queue: asyncio.Queue) -> AsyncIterator[bytes]:
