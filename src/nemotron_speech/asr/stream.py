@@ -18,6 +18,8 @@ from nemotron_speech.asr.errors import AudioFormatError
 from nemotron_speech.asr.features import IncrementalLogMel
 from nemotron_speech.asr.model import ChunkGeometry
 
+FINALIZE_MARGIN = 2  # encoder frames (160 ms) of padding a finalize gives the decoder at least
+
 
 @dataclass
 class Chunk:
@@ -89,8 +91,8 @@ class StreamState:
         """Pad silence so the last words get their right context, and mark where the final is.
 
         A reset ends the audio after `padding_samples` (its last chunk may be short). Otherwise
-        the padding is ordinary audio: at least one chunk of it, up to the next chunk boundary,
-        with the final due at that boundary; audio that arrives later follows the padding.
+        the padding is ordinary audio up to a chunk boundary (see `_chunk_boundary`), with the
+        final due at that boundary; audio that arrives later follows the padding.
         """
         self._convert_pcm()
         self.finalizing, self.resetting = True, reset
@@ -105,9 +107,14 @@ class StreamState:
         self.add_samples(np.zeros(max(0, needed - self.total_samples), dtype=np.float32))
 
     def _chunk_boundary(self, frames: int) -> int:
-        """The first chunk boundary at least one chunk past `frames` (frames of real audio)."""
-        first, chunk = self._geometry.first_chunk, self._geometry.chunk
-        target = frames + chunk
+        """The first chunk boundary at least `FINALIZE_MARGIN` encoder frames (or one chunk, if
+        shorter) past `frames`, the frames of real audio. Attention never reaches past a chunk,
+        so the padding only gives the decoder frames to emit the last tokens on; a whole chunk
+        of it, as a reset pads, would cost up to 1.12 s of extra frames at right context 13."""
+        geometry = self._geometry
+        first, chunk = geometry.first_chunk, geometry.chunk
+        per_encoder_frame = chunk // (geometry.right_context + 1)
+        target = frames + min(chunk, FINALIZE_MARGIN * per_encoder_frame)
         return first if target <= first else first + -(-(target - first) // chunk) * chunk
 
     @property
