@@ -17,9 +17,9 @@ from nemotron_speech.asr.errors import (
 )
 
 if TYPE_CHECKING:
-    from nemotron_speech.asr.engine import AsrEngine, StepInfo, Transcript
+    from nemotron_speech.asr.engine import AsrEngine, StepInfo, StreamTranscript
 
-_ENGINE_NAMES = ("AsrEngine", "StepInfo", "Transcript")
+_ENGINE_NAMES = ("AsrEngine", "StepInfo", "StreamTranscript")
 
 __all__ = [
     "AsrEngine",
@@ -30,7 +30,7 @@ __all__ = [
     "ModelNotFoundError",
     "StepInfo",
     "StreamNotFoundError",
-    "Transcript",
+    "StreamTranscript",
 ]
 
 

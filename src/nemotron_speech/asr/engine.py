@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Transcript:
+class StreamTranscript:
     """A stream's text: an interim whenever it changed, or the final text of an utterance."""
 
     stream_id: int
@@ -209,7 +209,7 @@ class AsrEngine:
 
     def request_finalize(self, stream_id: int, reset: bool = False) -> None:
         """End the utterance: pad right-context silence; a later `step()` returns the final
-        `Transcript` (the exact words since the previous final) once the audio received so far
+        `StreamTranscript` (the exact words since the previous final) once the audio received so far
         and the padding are processed.
 
         Without `reset` the stream keeps its left context and decoder state: the padding is
@@ -221,7 +221,7 @@ class AsrEngine:
         if not stream.finalizing:
             stream.begin_finalize(self.finalize_padding_samples, reset)
 
-    def finalize(self, stream_id: int, reset: bool = False) -> Transcript:
+    def finalize(self, stream_id: int, reset: bool = False) -> StreamTranscript:
         """Finalize one stream now and return its final transcript (other streams wait)."""
         self.request_finalize(stream_id, reset)
         while True:
@@ -243,11 +243,11 @@ class AsrEngine:
     # -- the scheduler ---------------------------------------------------------------------
 
     @torch.inference_mode()
-    def step(self, only: tuple[int, ...] | None = None) -> list[Transcript]:
+    def step(self, only: tuple[int, ...] | None = None) -> list[StreamTranscript]:
         """Run one chunk of every ready stream, batched; return changed interims and finals."""
         started = time.perf_counter()
         streams = [self._stream(i) for i in only] if only else list(self._streams.values())
-        results: list[Transcript] = []
+        results: list[StreamTranscript] = []
         ready: list[StreamState] = []
         for stream in streams:  # one readiness check per stream: this loop runs every step
             if stream.needs_final():
@@ -320,7 +320,7 @@ class AsrEngine:
         self._slots.scatter(ENCODER_CACHES, slots, (channel, time_cache, channel_len))
         return encoded, encoded_len
 
-    def _report_changes(self, streams: list[StreamState]) -> list[Transcript]:
+    def _report_changes(self, streams: list[StreamState]) -> list[StreamTranscript]:
         """Finals of finished streams, and interims whose text changed."""
         results = []
         for stream in streams:
@@ -331,10 +331,10 @@ class AsrEngine:
                 text = self._decoder.text(stream.token_ids)
                 if text != stream.reported_text:
                     stream.reported_text = text
-                    results.append(Transcript(stream.stream_id, text, is_final=False))
+                    results.append(StreamTranscript(stream.stream_id, text, is_final=False))
         return results
 
-    def _complete(self, stream: StreamState) -> Transcript:
+    def _complete(self, stream: StreamState) -> StreamTranscript:
         """Deliver the utterance's final text; then start the next utterance, in the same
         context or (after a reset) from clean caches."""
         tokens = tuple(stream.token_ids)
@@ -344,7 +344,7 @@ class AsrEngine:
             self._slots.clear(stream.slot)
         else:
             stream.commit()
-        return Transcript(stream.stream_id, text, is_final=True, token_ids=tokens)
+        return StreamTranscript(stream.stream_id, text, is_final=True, token_ids=tokens)
 
     def _stream(self, stream_id: int) -> StreamState:
         try:
@@ -354,7 +354,7 @@ class AsrEngine:
 
     # -- whole utterances ------------------------------------------------------------------
 
-    def transcribe(self, samples: np.ndarray, packet_samples: int = 320) -> Transcript:
+    def transcribe(self, samples: np.ndarray, packet_samples: int = 320) -> StreamTranscript:
         """Stream `samples` through a fresh stream in packets (20 ms by default) and finalize."""
         stream_id = self.open_stream()
         stream = self._stream(stream_id)

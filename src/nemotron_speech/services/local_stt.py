@@ -36,7 +36,7 @@ from nemotron_speech.services.common import (
 from nemotron_speech.services.ttfs import NEMOTRON_LOCAL_TTFS_P99
 
 if TYPE_CHECKING:
-    from nemotron_speech.asr import AsrEngine, Transcript
+    from nemotron_speech.asr import AsrEngine, StreamTranscript
 
 T = TypeVar("T")
 
@@ -191,14 +191,14 @@ class NemotronLocalSTTService(TranscriptFramesMixin, STTService):
             self._engine.warmup()
         return self._engine.open_stream()
 
-    def _feed(self, audio: bytes) -> list[Transcript]:
+    def _feed(self, audio: bytes) -> list[StreamTranscript]:
         engine = self._engine
         engine.feed(self._stream_id, audio)
-        results: list[Transcript] = []
+        results: list[StreamTranscript] = []
         while True:  # every chunk the audio completed (one, mostly)
             results.extend(engine.step(only=(self._stream_id,)))
             if not engine.last_step.batch_size:
                 return results
 
-    def _finalize(self, reset: bool) -> Transcript:
+    def _finalize(self, reset: bool) -> StreamTranscript:
         return self._engine.finalize(self._stream_id, reset=reset)
