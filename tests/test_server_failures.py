@@ -53,7 +53,7 @@ async def test_an_engine_failure_costs_its_stream_and_no_other(
     asr_model_path, speech_wavs, monkeypatch
 ):
     async with served(asr_model_path) as server:
-        engine = server._worker.engine
+        engine = server._inference.engine
         feed = engine.feed
 
         def failing_feed(stream_id: int, data: bytes) -> None:

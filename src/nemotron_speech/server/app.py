@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from nemotron_speech.endpoints import ASR_PORT
 from nemotron_speech.protocol import CloseCode, Ready
-from nemotron_speech.server.inference import InferenceWorker
+from nemotron_speech.server.inference import InferenceThread
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.session import Limits, Session
 
@@ -77,18 +77,19 @@ class AsrServer:
         self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
-        self._worker: InferenceWorker | None = None
+        self._inference: InferenceThread | None = None
         self._server: Server | None = None
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Serve until `stop()` is called; raises if the model cannot be loaded."""
         loop = asyncio.get_running_loop()
-        self._worker = InferenceWorker(
+        self._inference = InferenceThread(
             partial(load_engine, self.config),
             self.metrics,
             loop,
             batch_wait=self.config.batch_wait_ms / 1000,
+            max_batch=max_graph_batch(self.config),
         )
         config = self.config
         async with serve(
@@ -105,8 +106,8 @@ class AsrServer:
             log.info("listening on ws://%s:%d (loading the model)", config.host, self.port)
             if config.port_file is not None:
                 _write_port(config.port_file, self.port)
-            self._worker.start()
-            engine = await self._worker.loaded
+            self._inference.start()
+            engine = await self._inference.loaded
             self._ready_message = Ready(
                 chunk_ms=engine.chunk_ms, right_context=engine.right_context
             )
@@ -140,7 +141,7 @@ class AsrServer:
             return_exceptions=True,
         )
         await self._server.wait_closed()
-        self._worker.stop()
+        self._inference.stop()
         log.info("stopped")
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -152,7 +153,7 @@ class AsrServer:
             return
         self.metrics.connections.inc()
         session = Session(
-            websocket, self._worker, self._ready_message, self.metrics, self.config.limits
+            websocket, self._inference, self._ready_message, self.metrics, self.config.limits
         )
         self.sessions.add(session)
         try:
@@ -215,11 +216,16 @@ def load_engine(config: ServerConfig):
         max_buffered_seconds=config.max_buffered_seconds + ENGINE_BOUND_MARGIN_S,
         precision=config.precision,
         cuda_graphs=config.cuda_graphs and config.device.startswith("cuda"),
-        # a batch never exceeds the streams admitted: larger buckets would only hold memory
-        max_graph_batch=max(1, min(1024, config.max_streams)),
+        max_graph_batch=max_graph_batch(config),
     )
     engine.warmup()
     return engine
+
+
+def max_graph_batch(config: ServerConfig) -> int:
+    """The largest batch the engine captures: a batch never exceeds the streams admitted, and
+    larger buckets would only hold memory."""
+    return max(1, min(1024, config.max_streams))
 
 
 def _default_right_context(model) -> int | None:

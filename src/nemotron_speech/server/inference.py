@@ -4,8 +4,14 @@ The engine is synchronous and not thread-safe, and a model step takes millisecon
 milliseconds, so it runs on one dedicated thread and never on the event loop. Connections send it
 commands through a queue; the thread applies every queued command, then runs ONE `engine.step()`
 over all streams that have a full chunk (so all connections' audio is batched into one model
-call), sends the results back to the event loop, and repeats. While the engine has no work the
-thread sleeps on the queue.
+call), sends the step's results back to the event loop in one call, and repeats. While the
+engine has no work the thread sleeps on the queue.
+
+Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
+the thread waits for more chunks to join a step, but never longer than `batch_wait` past the
+moment the oldest ready chunk became ready. It steps at once when waiting cannot help: every open
+stream has a chunk ready (so a lone stream never waits), the ready streams fill the largest batch,
+or a finalize is in progress (a finalize jumps the queue: the user is waiting for its final).
 
 Ordering: commands of one stream are applied in the order they were sent, and results reach the
 connection in the order they were produced. While a stream is finalizing, its next finalize, flush
@@ -105,7 +111,7 @@ class _Stream:
     consumed_bytes: int = 0  # the last `Consumed` sent
 
 
-class InferenceWorker:
+class InferenceThread:
     """Owns the engine on its own thread; every public method is safe to call from the loop."""
 
     def __init__(
@@ -114,13 +120,19 @@ class InferenceWorker:
         metrics: ServerMetrics,
         loop: asyncio.AbstractEventLoop,
         batch_wait: float = 0.0,
+        max_batch: int = 1024,
     ):
         self._load_engine = load_engine
-        self._batch_wait = batch_wait  # seconds an idle thread waits for more chunks to batch
+        self._batch_wait = batch_wait  # seconds a ready chunk may wait for others to join it
+        self._max_batch = max_batch  # ready streams that make a step worth running at once
         self._metrics = metrics
         self._loop = loop
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[int, _Stream] = {}
+        # stream id -> when its chunk became ready, oldest first (dicts keep insertion order)
+        self._ready: dict[int, float] = {}
+        self._finalizing: set[int] = set()  # streams whose final is in progress
+        self._outbox: list[tuple[Sink, Event]] = []  # events for the loop, sent once per batch
         self._thread = threading.Thread(target=self._main, name="asr-inference", daemon=True)
         self.engine: Any = None
         self.loaded: asyncio.Future = loop.create_future()  # the engine, or the load error
@@ -167,43 +179,44 @@ class InferenceWorker:
 
     def _serve(self) -> None:
         while True:
-            # sleep while there is nothing to do; then take everything queued, so that audio
-            # which arrived during the last step joins the next one
-            idle = not self.engine.has_work()
-            commands = [self._commands.get()] if idle else []
-            commands += self._drain()
-            if not self._apply_all(commands):
+            if not self._apply_all(self._drain()):
                 return
-            # woken by the first ready chunk: give other streams' chunks a moment to join
-            # (trades up to batch_wait of latency for fewer, larger steps)
-            batching = idle and self._batch_wait > 0 and self.engine.has_work()
-            if batching and not self._gather(time.perf_counter() + self._batch_wait):
-                return
-            if self.engine.has_work():
+            delay = self._step_delay()
+            if delay == 0:
                 self._step()
-
-    def _gather(self, deadline: float) -> bool:
-        """Apply commands as they come until `deadline`; False once told to stop."""
-        while (remaining := deadline - time.perf_counter()) > 0:
-            try:
-                command = self._commands.get(timeout=remaining)
+                continue
+            try:  # sleep until a command comes or the oldest ready chunk's deadline passes
+                command = self._commands.get(timeout=delay)
             except queue.Empty:
-                return True
-            if not self._apply_all([command, *self._drain()]):
-                return False
-        return True
+                continue
+            if not self._apply_all([command]):
+                return
+
+    def _step_delay(self) -> float | None:
+        """Seconds to wait before the next step (see the module's scheduling); None: no work."""
+        if self._finalizing:
+            return 0.0
+        if not self._ready:
+            return None
+        if len(self._ready) >= min(len(self._streams), self._max_batch):
+            return 0.0
+        oldest = next(iter(self._ready.values()))
+        return max(0.0, oldest + self._batch_wait - time.perf_counter())
 
     def _apply_all(self, commands: list) -> bool:
         """Apply commands in order; False when one of them is the stop signal."""
-        for command in commands:
-            if command is _STOP:
-                return False
-            try:
-                self._apply(command)
-            except Exception:  # a bug must cost one stream, never the inference thread
-                log.exception("failed to apply %s", type(command).__name__)
-                self._fail(getattr(command, "stream_id", None))
-        return True
+        try:
+            for command in commands:
+                if command is _STOP:
+                    return False
+                try:
+                    self._apply(command)
+                except Exception:  # a bug must cost one stream, never the inference thread
+                    log.exception("failed to apply %s", type(command).__name__)
+                    self._fail(getattr(command, "stream_id", None))
+            return True
+        finally:
+            self._post()
 
     def _drain(self) -> list:
         commands = []
@@ -222,6 +235,7 @@ class InferenceWorker:
             return
         if isinstance(command, _Close):
             if self._streams.pop(command.stream_id, None) is not None:
+                self._forget(command.stream_id)
                 self.engine.close(command.stream_id)
             self._metrics.streams_open.set(self.engine.open_streams)
             return
@@ -232,7 +246,9 @@ class InferenceWorker:
             if isinstance(command, _Feed):
                 stream.deferred_bytes += len(command.data)
                 if stream.deferred_bytes > 2 * self.engine.max_buffered_samples:
-                    self._buffer_full(stream, "too much audio arrived while finalizing")
+                    self._buffer_full(
+                        command.stream_id, stream, "too much audio arrived while finalizing"
+                    )
                     return
             stream.deferred.append(command)
         elif isinstance(command, _Feed):
@@ -241,6 +257,7 @@ class InferenceWorker:
             self.engine.request_finalize(command.stream_id, reset=command.reset)
             stream.finalize_requested_at = command.received_at
             stream.resetting = command.reset
+            self._finalizing.add(command.stream_id)
         else:
             self._flush(command.stream_id, stream)
 
@@ -257,30 +274,43 @@ class InferenceWorker:
         try:
             self.engine.feed(stream_id, data)
         except BufferFullError as exc:
-            self._buffer_full(stream, str(exc))
+            self._buffer_full(stream_id, stream, str(exc))
             return
         stream.fed_bytes += len(data)
         self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
+        if stream_id not in self._ready and self.engine.has_chunk(stream_id):
+            self._ready[stream_id] = time.perf_counter()
 
-    def _buffer_full(self, stream: _Stream, detail: str) -> None:
+    def _forget(self, stream_id: int) -> None:
+        """Drop a stream that is closed or failed from the scheduler's books."""
+        self._ready.pop(stream_id, None)
+        self._finalizing.discard(stream_id)
+
+    def _buffer_full(self, stream_id: int, stream: _Stream, detail: str) -> None:
         """End a stream whose audio passed the engine's bound (the last line of defence: the
         connection stops reading before that): dropping audio would silently corrupt its
         transcript, and an unbounded buffer would let it exhaust memory."""
         stream.failed = True
+        self._forget(stream_id)
         self._send(stream, Error(f"audio buffer full: {detail}"))
         self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
         self._metrics.client_errors.inc(label="buffer_full")
 
     def _step(self, only: tuple[int, ...] | None = None) -> bool:
         """One engine step (over every ready stream, or `only` these); False if it ran none."""
+        started = time.perf_counter()
         try:
             results = self.engine.step(only=only)
         except Exception:
             log.exception("engine step failed; closing every stream")
             for stream_id in list(self._streams):
                 self._fail(stream_id)
+            self._post()
             return False
         info = self.engine.last_step
+        for stream_id in info.stream_ids:  # behind: what is left was ready before this step
+            if self._ready.pop(stream_id, None) is not None and self.engine.has_chunk(stream_id):
+                self._ready[stream_id] = started
         if info.batch_size:
             self._metrics.steps.inc()
             self._metrics.batch_size.observe(info.batch_size)
@@ -291,6 +321,7 @@ class InferenceWorker:
                 self._deliver(stream, result)
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
+        self._post()
         return info.batch_size > 0
 
     def _report_consumed(self, stream_id: int) -> None:
@@ -309,6 +340,7 @@ class InferenceWorker:
         if stream is None:
             return
         stream.failed = True
+        self._forget(stream_id)
         self._send(stream, Error("internal error in the ASR engine; reconnect"))
         self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
         with contextlib.suppress(AsrError):
@@ -327,6 +359,7 @@ class InferenceWorker:
                 time.perf_counter() - stream.finalize_requested_at
             )
         stream.finalize_requested_at, stream.resetting = None, False
+        self._finalizing.discard(result.stream_id)
         deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
         for command in deferred:
             self._apply(command)
@@ -343,7 +376,19 @@ class InferenceWorker:
         self._metrics.transcripts.inc(label="flush")
 
     def _send(self, stream: _Stream, event: Event) -> None:
-        self._loop.call_soon_threadsafe(stream.sink, event)
+        self._outbox.append((stream.sink, event))
+
+    def _post(self) -> None:
+        """Hand every event queued since the last post to the loop in one call: one wake-up of
+        the loop per step, not one per stream."""
+        if self._outbox:
+            self._loop.call_soon_threadsafe(_dispatch, self._outbox)
+            self._outbox = []
+
+
+def _dispatch(events: list[tuple[Sink, Event]]) -> None:
+    for sink, event in events:
+        sink(event)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

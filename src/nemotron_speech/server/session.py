@@ -39,7 +39,7 @@ from nemotron_speech.protocol import (
     encode,
     parse_client_message,
 )
-from nemotron_speech.server.inference import Consumed, Event, InferenceWorker, StreamClosed
+from nemotron_speech.server.inference import Consumed, Event, InferenceThread, StreamClosed
 from nemotron_speech.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,14 @@ class Session:
     def __init__(
         self,
         websocket: ServerConnection,
-        worker: InferenceWorker,
+        inference: InferenceThread,
         ready: Ready,
         metrics: ServerMetrics,
         limits: Limits,
     ):
         self.websocket = websocket
         self.state = State.OPENING
-        self._worker = worker
+        self._inference = inference
         self._ready = ready
         self._metrics = metrics
         self._limits = limits
@@ -95,7 +95,7 @@ class Session:
         writer = asyncio.create_task(self._write())
         watchdog = None
         try:
-            self._stream_id = await self._worker.open(self._on_event)
+            self._stream_id = await self._inference.open(self._on_event)
             self.state = State.STREAMING
             self._outbox.put_nowait(self._ready)
             watchdog = asyncio.create_task(self._watch_idle())
@@ -103,7 +103,7 @@ class Session:
         finally:
             self.state = State.CLOSED
             if self._stream_id is not None:
-                self._worker.close(self._stream_id)
+                self._inference.close(self._stream_id)
             writer.cancel()
             if watchdog is not None:
                 watchdog.cancel()
@@ -114,7 +114,7 @@ class Session:
             self.state = State.CLOSING
             self._wake_reader.set()  # a frame held back by backpressure is dropped
             self._final_sent.clear()
-            self._worker.finalize(self._stream_id, reset=True)
+            self._inference.finalize(self._stream_id, reset=True)
             try:
                 await asyncio.wait_for(self._final_sent.wait(), timeout)
             except TimeoutError:
@@ -131,7 +131,7 @@ class Session:
                 if isinstance(message, bytes):
                     if await self._room_for(len(message)):
                         self._sent_bytes += len(message)
-                        self._worker.feed(self._stream_id, message)
+                        self._inference.feed(self._stream_id, message)
                     continue
                 try:
                     command = parse_client_message(message)
@@ -140,11 +140,11 @@ class Session:
                     self._outbox.put_nowait(Error(str(exc)))
                     continue
                 if isinstance(command, Finalize):
-                    self._worker.finalize(self._stream_id)
+                    self._inference.finalize(self._stream_id)
                 elif isinstance(command, Reset) and not command.finalize:
-                    self._worker.flush(self._stream_id)
+                    self._inference.flush(self._stream_id)
                 else:  # a reset, or the end of the audio
-                    self._worker.finalize(self._stream_id, reset=True)
+                    self._inference.finalize(self._stream_id, reset=True)
         except ConnectionClosed as closed:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._metrics.client_errors.inc(label="too_big")
