@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 from nemotron_speech.download import asr_path, models_dir, require_weights
-from nemotron_speech.server.app import SEED_RIGHT_CONTEXT, AsrServer, ServerConfig
+from nemotron_speech.server.app import (
+    SEED_RIGHT_CONTEXT,
+    AsrServer,
+    ServerConfig,
+    serve_until_signalled,
+)
 
 log = logging.getLogger("nemotron_speech.server")
 
@@ -97,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="when idle, wait this long after the first ready chunk for others to batch with it",
     )
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="server processes sharing the port, each with its own engine on --device: one "
+        "process's Python saturates at a few hundred streams (docs/server.md)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=float,
         default=defaults.shutdown_timeout,
@@ -110,11 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _serve(server: AsrServer) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stop)
-    await server.run()
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,9 +142,13 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s, or pass --model with a cache-aware streaming .nemo file", exc)
         return 2
     options = {k: getattr(args, k) for k in ServerConfig.__dataclass_fields__}
-    server = AsrServer(ServerConfig(**options))
+    config = ServerConfig(**options)
+    if args.workers > 1:
+        from nemotron_speech.server.workers import run_workers
+
+        return run_workers(config, args.workers, args.log_level)
     try:
-        asyncio.run(_serve(server))
+        asyncio.run(serve_until_signalled(AsrServer(config)))
     except Exception as exc:  # a model that fails to load: say why and exit non-zero
         log.error("server failed: %s", exc)
         return 1

@@ -8,10 +8,10 @@ with a wrong token is refused with 401 before it can send any audio.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hmac
 import json
 import logging
+import signal
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
@@ -24,6 +24,7 @@ from nemotron_speech.endpoints import ASR_PORT
 from nemotron_speech.protocol import CloseCode, Ready
 from nemotron_speech.server.inference import InferenceThread
 from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.seats import Health, Seats
 from nemotron_speech.server.session import Limits, Session
 
 log = logging.getLogger(__name__)
@@ -61,19 +62,17 @@ class ServerConfig:
         return Limits(self.idle_timeout, self.max_buffered_seconds, self.backpressure_timeout)
 
 
-class Health(enum.Enum):
-    LOADING = "loading"
-    READY = "ready"
-    STOPPING = "stopping"
-
-
 class AsrServer:
-    """Loads the engine on the inference thread while already answering `/health`."""
+    """Loads the engine on the inference thread while already answering `/health`.
 
-    def __init__(self, config: ServerConfig):
+    One of `seats.processes` processes serving one port (`--workers`, see `workers.py`) when
+    given `seats` and this process's `index` in them; alone otherwise."""
+
+    def __init__(self, config: ServerConfig, seats: Seats | None = None, index: int = 0):
         self.config = config
         self.metrics = ServerMetrics()
-        self.health = Health.LOADING
+        self.seats = seats or Seats(1)
+        self._index = index
         self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
@@ -100,12 +99,14 @@ class AsrServer:
             max_size=config.max_message_bytes,
             compression=None,  # deflating PCM costs event-loop CPU per frame and saves little
             server_header="nemotron-speech",
+            reuse_port=self.seats.processes > 1,
         ) as server:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
             log.info("listening on ws://%s:%d (loading the model)", config.host, self.port)
+            self.health = Health.LOADING
             if config.port_file is not None:
-                _write_port(config.port_file, self.port)
+                write_port(config.port_file, self.port)
             self._inference.start()
             engine = await self._inference.loaded
             self._ready_message = Ready(
@@ -127,6 +128,15 @@ class AsrServer:
             )
             await self._stopping.wait()
             await self._shutdown()
+
+    @property
+    def health(self) -> Health:
+        """This process's state (`/health` reports the whole server's)."""
+        return self.seats.state(self._index)
+
+    @health.setter
+    def health(self, state: Health) -> None:
+        self.seats.set_state(self._index, state)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
@@ -160,23 +170,25 @@ class AsrServer:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self.seats.release(self._index)
 
     def _refusal(self) -> tuple[str, str] | None:
-        """Why a new connection cannot have a stream now: (metric label, close reason)."""
+        """Why a new connection cannot have a stream now: (metric label, close reason); None
+        when it has taken a seat (released when the connection ends)."""
         if self.health is Health.LOADING:
             return "loading", "server is loading the model; retry when /health says ready"
         if self.health is Health.STOPPING:
             return "shutting_down", "server is shutting down"
-        if len(self.sessions) >= self.config.max_streams:
+        if not self.seats.admit(self._index, self.config.max_streams):
             return "max_streams", f"server is at its limit of {self.config.max_streams} streams"
         return None
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/health":
-            ready = self.health is Health.READY
-            status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
-            body = {"status": self.health.value, "streams": len(self.sessions)}
+            health = self.seats.health()
+            status = HTTPStatus.OK if health is Health.READY else HTTPStatus.SERVICE_UNAVAILABLE
+            body = {"status": health.name.lower(), "streams": self.seats.streams()}
             return _with_type(
                 connection.respond(status, json.dumps(body) + "\n"), "application/json"
             )
@@ -243,7 +255,15 @@ def _default_right_context(model) -> int | None:
     return None
 
 
-def _write_port(path: Path, port: int) -> None:
+async def serve_until_signalled(server: AsrServer) -> None:
+    """Run `server` until SIGTERM or SIGINT, then shut it down gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    await server.run()
+
+
+def write_port(path: Path, port: int) -> None:
     """Write the port whole (a temporary file renamed), so a reader never sees half of it."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(f"{port}\n")

@@ -2,14 +2,18 @@
 
 Each server has its own registry, so servers in one process (the in-process tests) do not share
 counts. Updates come from the event loop and the inference thread; prometheus_client's metrics
-are thread-safe.
+are thread-safe. A server of several processes (`--workers`) runs prometheus_client's
+multiprocess mode: each process writes its values to files, and a scrape of any process sums
+them all.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -41,7 +45,10 @@ class ServerMetrics:
     def __init__(self) -> None:
         registry = self.registry = CollectorRegistry()
         self.streams_open = Gauge(
-            "asr_streams_open", "Streams open in the engine.", registry=registry
+            "asr_streams_open",
+            "Streams open in the engine.",
+            registry=registry,
+            multiprocess_mode="livesum",  # of the processes alive
         )
         self.connections = Counter(
             "asr_connections_total", "WebSocket connections accepted.", registry=registry
@@ -93,5 +100,9 @@ class ServerMetrics:
         )
 
     def render(self) -> str:
-        """The exposition text for one scrape."""
-        return generate_latest(self.registry).decode()
+        """The exposition text for one scrape: of every process, in multiprocess mode."""
+        registry = self.registry
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        return generate_latest(registry).decode()

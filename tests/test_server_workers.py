@@ -1,0 +1,157 @@
+"""`--workers N`: several server processes behind one port (`server/workers.py`).
+
+One server of two processes for the module; tests that end a server start their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from server_fixtures import events_until_final, frames, pcm16, running_server, transcribe
+
+from nemotron_speech.child_server import ServerStartError
+from nemotron_speech.client import AsrClient, AsrConnectionError
+from nemotron_speech.protocol import CloseCode, Transcript
+from nemotron_speech.server.launcher import AsrServerProcess, start_server
+from nemotron_speech.testing.sentences import SENTENCES
+
+MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in 65,536
+
+
+@pytest.fixture(scope="module")
+def server(asr_model_path, tmp_path_factory):
+    options = ["--workers", "2", "--max-streams", str(MAX_STREAMS)]
+    with running_server(asr_model_path, tmp_path_factory.mktemp("workers"), *options) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def audio(speech_wavs) -> list[bytes]:
+    return [pcm16(path) for path in speech_wavs]
+
+
+def worker_pids(server: AsrServerProcess) -> list[int]:
+    """The server's worker processes (its spawned children, not multiprocessing's tracker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if parent == server.process.pid and b"spawn_main" in command:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def connections_of(pid: int, port: int) -> int:
+    """Established TCP connections on local `port` whose socket process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+async def open_clients(server: AsrServerProcess, count: int) -> list[AsrClient]:
+    return [await AsrClient.connect(server.url) for _ in range(count)]
+
+
+async def finish(client: AsrClient, audio: bytes) -> Transcript:
+    async with client:
+        for frame in frames(audio):
+            await client.send_audio(frame)
+        await client.end()
+        return (await events_until_final(client))[-1]
+
+
+async def test_one_port_spreads_streams_over_processes_under_one_limit(server, audio):
+    server.wait_for_metric("asr_streams_open", 0)
+    connections = server.metric("asr_connections_total")
+    clients = await open_clients(server, MAX_STREAMS)
+    pids = worker_pids(server)
+    assert len(pids) == 2
+    held = [connections_of(pid, server.port) for pid in pids]
+    assert sum(held) == MAX_STREAMS and min(held) > 0, held
+    status, body = server.http("/health")
+    assert (status, json.loads(body)) == (200, {"status": "ready", "streams": MAX_STREAMS})
+    with pytest.raises(AsrConnectionError) as error:  # the limit is the server's, not a process's
+        await AsrClient.connect(server.url)
+    assert error.value.code == CloseCode.TRY_AGAIN_LATER
+    assert error.value.reason == f"server is at its limit of {MAX_STREAMS} streams"
+    finals = await asyncio.gather(*(finish(c, a) for c, a in zip(clients, audio, strict=True)))
+    for index, final in enumerate(finals):
+        assert final == Transcript(SENTENCES[index], is_final=True, finalize=True)
+    server.wait_for_metric("asr_streams_open", 0)  # summed over both processes
+    assert server.metric("asr_connections_total") - connections == MAX_STREAMS
+    assert server.metric('asr_transcripts_total{kind="final"}') >= MAX_STREAMS
+
+
+async def test_a_dead_process_costs_only_its_streams_and_is_replaced(server, audio):
+    server.wait_for_metric("asr_streams_open", 0)
+    clients = await open_clients(server, 8)
+    pids = worker_pids(server)
+    victim = max(pids, key=lambda pid: connections_of(pid, server.port))
+    lost = connections_of(victim, server.port)
+    assert lost > 0
+    os.kill(victim, signal.SIGKILL)
+    results = await asyncio.gather(
+        *(finish(c, a) for c, a in zip(clients, audio, strict=False)), return_exceptions=True
+    )
+    survived = [(i, r) for i, r in enumerate(results) if isinstance(r, Transcript)]
+    assert len(survived) == 8 - lost
+    for index, final in survived:
+        assert final == Transcript(SENTENCES[index], is_final=True, finalize=True)
+    server.wait_until(
+        lambda: len(worker_pids(server)) == 2 and victim not in worker_pids(server),
+        "a replacement process",
+        60,
+    )
+    server.wait_ready(180)
+    assert json.loads(server.http("/health")[1])["streams"] == 0  # the dead one's seats freed
+    events = await transcribe(server.url, audio[3], token=None)
+    assert events[-1] == Transcript(SENTENCES[3], is_final=True, finalize=True)
+    assert "restarting it" in server.log()
+
+
+async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_path, audio):
+    with running_server(asr_model_path, tmp_path, "--workers", "2") as server:
+        clients = await open_clients(server, 6)
+        for client, clip in zip(clients, audio, strict=False):
+            for frame in frames(clip):
+                await client.send_audio(frame)
+        seconds = sum(len(clip) for clip in audio[:6]) / 32000
+        server.wait_for_metric("asr_audio_seconds_total", seconds)
+        server.process.send_signal(signal.SIGTERM)
+        for index, client in enumerate(clients):
+            events = [event async for event in client]
+            assert events[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
+            assert (client.close_code, client.close_reason) == (1001, "server shutting down")
+        assert server.process.wait(60) == 0
+        assert server.log().count(": stopped") == 2  # each process stopped gracefully
+
+
+def test_a_model_that_cannot_load_stops_the_server(tmp_path):
+    broken = tmp_path / "broken.nemo"
+    broken.write_bytes(b"not a tar archive")
+    with pytest.raises(ServerStartError) as error:
+        start_server("--workers", "2", model=broken, log_path=tmp_path / "server.log")
+    log = (tmp_path / "server.log").read_text()
+    assert "exited with code 1" in str(error.value)
+    assert "before it was ready; stopping" in log
+    assert "[worker 0]: server failed:" in log or "[worker 1]: server failed:" in log
