@@ -41,7 +41,6 @@ from nemotron_speech.protocol import SAMPLE_RATE, Transcript
 from nemotron_speech.testing.fixture_llm import CASES, SYSTEM_PROMPT
 from nemotron_speech.testing.stt_pipeline import (
     FRAME_BYTES,
-    STOP_SECS,
     FinalsTap,
     conversation,
     metrics,
@@ -52,6 +51,7 @@ from nemotron_speech.testing.stt_pipeline import (
     silence,
     wait_for,
 )
+from nemotron_speech.voice_agent.builder import VAD_STOP_SECS
 
 LLM_TURNS = 20  # per round
 # vLLM is busy for a moment after each answer; both paths leave it idle as long before a turn
@@ -89,7 +89,7 @@ async def raw_client_finalize(url: str, token: str | None) -> list[float]:
         for wav in SPEECH:
             final = asyncio.get_running_loop().create_future()
             reader = asyncio.create_task(read_until_final(client, final))
-            audio = pcm16(wav) + silence(STOP_SECS)
+            audio = pcm16(wav) + silence(VAD_STOP_SECS)
             start = time.monotonic()
             for offset in range(0, len(audio), FRAME_BYTES):
                 await asyncio.sleep(max(0.0, start + offset / (2 * SAMPLE_RATE) - time.monotonic()))
@@ -114,7 +114,7 @@ def raw_engine_finalize(engine) -> list[float]:
     times = []
     for wav in SPEECH:
         stream = engine.open_stream()
-        audio = pcm16(wav) + silence(STOP_SECS)
+        audio = pcm16(wav) + silence(VAD_STOP_SECS)
         for offset in range(0, len(audio), FRAME_BYTES):
             started = time.perf_counter()
             engine.feed(stream, audio[offset : offset + FRAME_BYTES])
@@ -315,7 +315,7 @@ def main() -> None:
         "python": platform.python_version(),
         "asr_model": os.path.relpath(args.asr_model, ROOT),
         "right_context": args.right_context,
-        "vad_stop_secs": STOP_SECS,
+        "vad_stop_secs": VAD_STOP_SECS,
         "load_average_1m": os.getloadavg()[0],
         "rows": rows,
     }

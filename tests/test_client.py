@@ -57,7 +57,7 @@ async def test_connect_waits_for_ready(server):
     assert client.close_code == 1000
 
 
-async def test_typed_events_soft_and_hard_finalize(server, speech_wavs):
+async def test_typed_events_flush_and_final(server, speech_wavs):
     audio = pcm16(speech_wavs[11])
     async with AsrClient.connect(server.url, token=TOKEN) as client:
         for frame in frames(audio):
@@ -66,9 +66,9 @@ async def test_typed_events_soft_and_hard_finalize(server, speech_wavs):
         await client.end()
         events = await events_until_final(client)
     assert all(isinstance(event, Transcript) for event in events)
-    *interims, soft, final = events
+    *interims, flushed, final = events
     assert [e.is_final for e in interims] == [False] * len(interims) and interims
-    assert soft == Transcript(SENTENCES[11][: len(soft.text)], is_final=True, finalize=False)
+    assert flushed == Transcript(SENTENCES[11][: len(flushed.text)], is_final=True, finalize=False)
     assert final == Transcript(SENTENCES[11], is_final=True, finalize=True)
 
 

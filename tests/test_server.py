@@ -94,14 +94,14 @@ async def test_seed_style_session(server, audio):
     assert all(text for text in texts), "interim for silence"
 
 
-async def test_soft_reset_keeps_state(server, audio):
+async def test_flush_keeps_state(server, audio):
     half = len(audio[1]) // 2 // 2 * 2
     async with AsrClient.connect(server.url, token=TOKEN) as client:
         for frame in frames(audio[1][:half]):
             await client.send_audio(frame)
         await client.flush()
-        soft = await _next_final(client)
-        assert not soft.finalize and soft.text and SENTENCES[1].startswith(soft.text)
+        flushed = await _next_final(client)
+        assert not flushed.finalize and flushed.text and SENTENCES[1].startswith(flushed.text)
         for frame in frames(audio[1][half:]):
             await client.send_audio(frame)
         await client.end()

@@ -18,8 +18,8 @@ import numpy as np
 from nemotron_speech.protocol import SAMPLE_RATE
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.testing.speech import render, words_per_minute
+from nemotron_speech.voice_agent.builder import VAD_STOP_SECS  # the finalize comes this far in
 
-VAD_STOP_SECS = 0.2  # pipecat's recommended stop_secs: the finalize comes this far into a pause
 _SEARCH = int(0.15 * SAMPLE_RATE)
 _WINDOW = int(0.02 * SAMPLE_RATE)
 

@@ -31,9 +31,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from nemotron_speech.protocol import SAMPLE_RATE
+from nemotron_speech.voice_agent.builder import VAD_STOP_SECS
 
 FRAME_BYTES = 640  # 20 ms, what SmallWebRTC delivers
-STOP_SECS = 0.2  # pipecat's recommended VAD stop_secs, used for its TTFS table too
 
 
 def pcm16(path: Path) -> bytes:
@@ -110,7 +110,7 @@ async def run_stt(
 ):
     """Run `[Silero VAD, stt, tap]`; `frames(tap)` gives what to send. Returns (down, up)."""
     tap = tap or FinalsTap()
-    vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=STOP_SECS)))
+    vad = VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_SECS)))
     return await run_test(
         Pipeline([vad, stt, tap]),
         frames_to_send=frames(tap),
