@@ -1,18 +1,34 @@
-"""Which batch sizes get CUDA graphs; and, on a CUDA device, that the CUDA-graph engine (first
-and later steps, shared static buffers, fast_layers) gives the eager fp32 engine's tokens and the
-sentences at every right context. CI has no GPU, so the engine test is skipped there; on a GPU
-machine run `python tests/test_cuda_graphs.py` (or pytest)."""
+"""Which batch sizes get CUDA graphs; and, on a CUDA device, the production configuration:
+
+- the CUDA-graph engine (first and later steps, shared static buffers, fast_layers) gives the
+  eager fp32 engine's tokens and the sentences at every right context;
+- streams joining and leaving a graph engine mid-run (`batching_schedule.py`, shared with the CPU
+  test `test_batching_exact.py`), in fp32, bf16 and fp16, at batch sizes that are padded up to
+  their bucket (3 in 4, 5 and 6 in 8), report exactly what each reports stepped alone in the same
+  precision.
+
+CI has no GPU, so the CUDA tests are skipped there. On a GPU machine run
+`python tests/test_cuda_graphs.py`: it fails without CUDA, runs everything and prints a PASS/FAIL
+table (exit status 1 on any FAIL)."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from batching_schedule import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
 WAVS = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("*.wav"))
+SCHEDULE_RIGHT_CONTEXTS = (1, 0, 6)
+SCHEDULE_PRECISIONS = ("bf16", "fp32", "fp16")
+MAX_GRAPH_BATCH = 8  # buckets 1, 2, 4, 8
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_graph_buckets_are_powers_of_two_up_to_the_largest_batch():
@@ -23,7 +39,7 @@ def test_graph_buckets_are_powers_of_two_up_to_the_largest_batch():
     assert graph_buckets(100) == [1, 2, 4, 8, 16, 32, 64, 100]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("right_context", (0, 1, 6, 13), ids=lambda r: f"R{r}")
 def test_graphs_equal_eager_on_cuda(right_context):
     from nemotron_speech.asr import AsrEngine
@@ -42,7 +58,75 @@ def test_graphs_equal_eager_on_cuda(right_context):
         assert final.text == sentence, wav.name
 
 
+def schedule_on_graphs(right_context: int, precision: str):
+    """The joining-and-leaving schedule on a graph engine, checked; returns the comparison."""
+    from nemotron_speech.asr import AsrEngine
+    from nemotron_speech.asr.audio import load_audio
+    from nemotron_speech.testing.sentences import SENTENCES
+
+    engine = AsrEngine.load(
+        MODEL,
+        right_context=right_context,
+        device="cuda",
+        precision=precision,
+        cuda_graphs=True,
+        max_graph_batch=MAX_GRAPH_BATCH,
+    )
+    engine.warmup()  # captures every bucket: no step below runs eagerly
+    comparison = compare(engine, [load_audio(wav) for wav in WAVS])
+    comparison.check(SENTENCES if precision == "fp32" else None)
+    largest = max(size for calls in comparison.batched.calls for size in calls)
+    assert largest <= MAX_GRAPH_BATCH  # every call replayed a graph (larger ones run eagerly)
+    return comparison
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", SCHEDULE_PRECISIONS)
+@pytest.mark.parametrize("right_context", SCHEDULE_RIGHT_CONTEXTS, ids=lambda r: f"R{r}")
+def test_joining_and_leaving_streams_on_graphs_equal_alone(right_context, precision):
+    schedule_on_graphs(right_context, precision)
+
+
+def _padded(sizes: set[int]) -> str:
+    """`3>4 5>8`: batch sizes and the buckets they are padded to."""
+    from nemotron_speech.asr.graphs import graph_buckets
+
+    buckets = graph_buckets(MAX_GRAPH_BATCH)
+    return " ".join(f"{s}>{next(b for b in buckets if b >= s)}" for s in sorted(sizes))
+
+
+def main() -> int:
+    """Every CUDA check once, as a PASS/FAIL table; 1 if any failed or there is no GPU."""
+    if not torch.cuda.is_available():
+        print("FAIL: no CUDA device (this script is the GPU half; CI's pytest skips it)")
+        return 1
+    checks = [
+        (f"graphs == eager fp32, R={r}, 16 clips", test_graphs_equal_eager_on_cuda, (r,))
+        for r in (0, 1, 6, 13)
+    ] + [
+        (f"schedule batched == alone, R={r} {p}", schedule_on_graphs, (r, p))
+        for r in SCHEDULE_RIGHT_CONTEXTS
+        for p in SCHEDULE_PRECISIONS
+    ]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    failed = 0
+    for name, check, args in checks:
+        started = time.perf_counter()
+        try:
+            result = check(*args)
+            verdict = "PASS"
+            if result is not None:
+                streams = len(result.alone)
+                verdict += (
+                    f" {streams}/{streams} streams, batches {_padded(result.later_batches())}"
+                )
+        except Exception as error:  # one table row per check, whatever went wrong
+            verdict = f"FAIL {type(error).__name__}: {str(error)[:300]}"
+            failed += 1
+        print(f"{name:<42} {time.perf_counter() - started:5.1f} s  {verdict}")
+    print(f"{len(checks) - failed}/{len(checks)} PASS")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    for r in (0, 1, 6, 13):
-        test_graphs_equal_eager_on_cuda(r)
-        print(f"R={r}: graphs == eager on {len(WAVS)} utterances")
+    sys.exit(main())
