@@ -1,12 +1,19 @@
-"""What the benchmarks share: where the test assets are, the machine's name, and the one
-percentile definition every table in docs/benchmarks.md is computed with."""
+"""What the benchmarks share: where the test assets are, the machine's name, the one percentile
+definition every table in docs/benchmarks.md is computed with, and the CPU and GPU use of a
+process tree."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
+import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from nemotron_speech.evaluation.metrics import percentile as _percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -15,15 +22,81 @@ SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The `q`-th percentile (0-100), interpolated linearly between the two nearest ranks: numpy's
-    and `statistics.quantiles(method="inclusive")`'s definition. NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """`nemotron-speech eval`'s percentile (the project's one definition), NaN for no values
+    where eval reports null."""
+    value = _percentile(values, q)
+    return float("nan") if value is None else value
+
+
+def process_tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process `pid` and of every descendant alive now (a
+    server's engine worker processes), re-discovered at each call; and of `pid`'s main thread
+    alone (a server's event loop)."""
+
+    def read(path: str) -> tuple[int, float]:  # (parent pid, CPU seconds)
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                processes[int(entry.name)] = read(f"{entry}/stat")
+            except (OSError, IndexError, ValueError):  # ended while being read
+                continue
+    children: dict[int, list[int]] = {}
+    for process, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(process)
+    tree, frontier = [], [pid]
+    while frontier:
+        tree += frontier
+        frontier = [child for parent in frontier for child in children.get(parent, [])]
+    total = sum(processes[p][1] for p in tree if p in processes)
+    return total, read(f"/proc/{pid}/task/{pid}/stat")[1]
+
+
+class GpuSampler:
+    """Samples `nvidia-smi`'s utilisation and memory of one GPU in a background thread while
+    used as a context manager; `summary()` is None where nvidia-smi does not exist."""
+
+    def __init__(self, index: int, interval: float = 0.5):
+        self.available = shutil.which("nvidia-smi") is not None
+        self._command = [
+            "nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+        ]  # fmt: skip
+        self._interval = interval
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GpuSampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            done = subprocess.run(self._command, capture_output=True, text=True, check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                busy, memory = done.stdout.split(",")
+                self._samples.append((float(busy), float(memory)))
+
+    def summary(self) -> dict | None:
+        if not self.available:
+            return None
+        busy = [b for b, _ in self._samples]
+        return {
+            "utilization_percent_mean": round(sum(busy) / len(busy), 1) if busy else None,
+            "utilization_percent_p50": percentile(busy, 50) if busy else None,
+            "memory_used_mib_max": max((m for _, m in self._samples), default=None),
+            "samples": len(busy),
+        }
 
 
 def cpu_model() -> str:

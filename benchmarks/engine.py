@@ -11,6 +11,9 @@ Per right context R and batch size B it times one steady-state step (median and 
 Then, per variant: batch-1 finalize latency, a real-time simulation (N streams, 20 ms packets at
 random phases, lag = step end - moment the chunk was complete; real time = p99 lag <= chunk),
 GPU memory, and token agreement with the eager fp32 engine on the same audio.
+With --full-size (random weights) each variant is first calibrated on its own engine (see
+benchmarks/random_weights.py); every row records the tokens per 80 ms frame its streams emitted,
+and a random-weight row outside 0.2-0.5 is marked invalid (`valid: false`, and an INVALID line).
 Prints tables and writes JSON (default benchmarks/results/engine-<device>.json).
 """
 
@@ -30,14 +33,19 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, SPEECH, TINY_MODEL, cpu_model, percentile, write_result
-from benchmarks.random_weights import SPEECH_TOKENS_PER_FRAME, calibrated_full_size, noise
-from benchmarks.realtime import real_time_lags, real_time_lags_in_processes
+from benchmarks.random_weights import (
+    SPEECH_TOKENS_PER_FRAME,
+    calibrate_blank_bias,
+    emission,
+    full_size,
+    invalid_note,
+    noise,
+    restorer,
+)
+from benchmarks.realtime import RealTimeRun, real_time_lags, real_time_lags_in_processes
 from benchmarks.timing import PhaseTimer, stats, time_finalize, time_steps, time_stock
 from nemotron_speech.asr import AsrEngine
-from nemotron_speech.asr.model import (
-    load_nemo_model,
-    select_right_context,
-)
+from nemotron_speech.asr.model import load_nemo_model, select_right_context
 
 VARIANTS = {  # name -> AsrEngine options
     "eager": {"precision": "fp32", "cuda_graphs": False},
@@ -71,13 +79,11 @@ def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -
 
 def build_model(args, work: Path):
     if args.full_size:
-        return calibrated_full_size(
-            work,
-            args.device,
-            args.right_contexts[0],
-            args.tokens_per_frame,
-            args.cuda_graph_decoder,
+        description = (
+            "full-size architecture, random weights, blank bias calibrated per variant and right "
+            f"context for ~{args.tokens_per_frame} tokens per 80 ms frame"
         )
+        return full_size(work, args.device, args.cuda_graph_decoder), description
     path = Path(args.model or TINY_MODEL)
     model = load_nemo_model(path, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder)
     return model, path.name
@@ -89,14 +95,14 @@ def run(args) -> dict:
         model, model_name = build_model(args, Path(work))
         args.model_file = Path(args.model or TINY_MODEL)
         if max(args.processes) > 1 and args.full_size:  # engine processes load the same weights
-            args.model_file = Path(work) / "benchmark.nemo"
+            args.model_file = Path(work) / "benchmark.nemo"  # uncalibrated: each adds its bias
             model.save_to(str(args.model_file))
         return measure(args, model, model_name)
 
 
 def measure(args, model, model_name: str) -> dict:
     device = torch.device(args.device)
-    pristine = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    restore = restorer(model)
     audio = audio_source(args.full_size)
     utterances = [audio[n * 48000 : n * 48000 + 40000 + 4000 * n] for n in range(args.utterances)]
     result = {
@@ -119,7 +125,7 @@ def measure(args, model, model_name: str) -> dict:
                 result["variants"][key] = runner(
                     args,
                     model,
-                    pristine,
+                    restore,
                     variant,
                     right_context,
                     audio,
@@ -133,41 +139,66 @@ def measure(args, model, model_name: str) -> dict:
                 continue
             if variant == "eager":
                 reference = result["variants"][key]["tokens"]
+    invalid = [key for key, summary in result["variants"].items() if not summary.get("valid")]
+    result["valid"] = not invalid
+    if invalid:
+        print(f"INVALID runs (emission outside the valid range): {', '.join(invalid)}", flush=True)
     return result
 
 
+def calibrate(args, engine: AsrEngine, variant: str) -> dict:
+    """Random weights: the blank bias that makes this engine emit like speech, and what it
+    emits with it; a trained model is left as it is."""
+    if not args.full_size:
+        return {"blank_bias": 0.0}
+    calibration = calibrate_blank_bias(engine, noise(8), args.tokens_per_frame)
+    print(f"{variant} R={engine.right_context} calibration: {calibration}", flush=True)
+    return calibration
+
+
 def run_stock(
-    args, model, pristine, variant, right_context, audio, utterances, result, reference
+    args, model, restore, variant, right_context, audio, utterances, result, reference
 ) -> dict:
-    """NeMo's `conformer_stream_step` loop at every batch size."""
+    """NeMo's `conformer_stream_step` loop at every batch size, calibrated (random weights) on
+    the engine that computes exactly what it does: eager fp32 over NeMo's layers."""
     device = torch.device(args.device)
-    model.encoder.float().load_state_dict(pristine)
+    restore()
+    exact = AsrEngine(model, right_context=right_context, cuda_graphs=False, fast_layers=False)
+    summary = {"right_context": right_context, "calibration": calibrate(args, exact, variant)}
+    del exact
     geometry = select_right_context(model, right_context)
     for batch in args.batches:
         reset_memory(device)
-        times = time_stock(model, batch, geometry, args.steps, args.warm)
-        print_step(
-            record_step(result, device, variant, right_context, batch, geometry.chunk_ms, times)
+        times, tokens, samples = time_stock(model, batch, geometry, audio, args.steps, args.warm)
+        emitted = emission(tokens, samples, args.full_size)
+        row = record_step(
+            result, device, variant, right_context, batch, geometry.chunk_ms, times, emitted
         )
-    return {"right_context": right_context}
+        print_step(row)
+    summary["valid"] = rows_valid(result, variant, right_context)
+    return summary
 
 
 def run_variant(
-    args, model, pristine, variant, right_context, audio, utterances, result, reference
+    args, model, restore, variant, right_context, audio, utterances, result, reference
 ) -> dict:
     """Step times, finalize latency, agreement and real-time lags of one engine variant."""
     device = torch.device(args.device)
-    model.encoder.float().load_state_dict(pristine)
+    restore()
     engine = AsrEngine(
         model, right_context=right_context, max_buffered_seconds=300, **VARIANTS[variant]
     )
+    summary: dict = {"right_context": right_context}
+    summary["calibration"] = calibrate(args, engine, variant)
     engine.warmup()
     phases = PhaseTimer(engine) if args.profile else None
-    summary: dict = {"right_context": right_context}
     for batch in args.batches:
         reset_memory(device)
-        times = time_steps(engine, batch, audio, args.steps, args.warm, phases)
-        row = record_step(result, device, variant, right_context, batch, engine.chunk_ms, times)
+        times, tokens, samples = time_steps(engine, batch, audio, args.steps, args.warm, phases)
+        emitted = emission(tokens, samples, args.full_size)
+        row = record_step(
+            result, device, variant, right_context, batch, engine.chunk_ms, times, emitted
+        )
         if phases is not None:
             row["phases_ms"] = phases.take(args.steps)
         print_step(row)
@@ -177,6 +208,9 @@ def run_variant(
     summary["finalize_b1"] = stats(finalize["kept"])
     summary["reset_b1"] = stats(finalize["reset"])
     summary["tokens"] = [engine.transcribe(u).token_ids for u in utterances]
+    summary["utterances_emission"] = emission(
+        sum(map(len, summary["tokens"])), sum(map(len, utterances)), args.full_size
+    )
     if variant == "eager":  # NeMo's own whole-utterance decoding is the reference of references
         offline = [tuple(engine.transcribe_offline(u)[0]) for u in utterances]
         summary["agreement_with_offline"] = agreement(offline, summary["tokens"])
@@ -187,11 +221,11 @@ def run_variant(
     if 1 in args.processes:
         for streams in args.realtime:
             reset_memory(device)
-            lags, batches = real_time_lags(
+            simulated = real_time_lags(
                 engine, streams, audio, args.realtime_seconds, args.realtime_settle
             )
-            row = real_time_row(args, streams, 1, lags, batches, engine.chunk_ms)
-            summary["real_time"].append({**row, "peak_gpu_gb": peak_memory_gb(device)})
+            simulated.peak_gpu_gb = peak_memory_gb(device)
+            summary["real_time"].append(real_time_row(args, streams, 1, simulated, engine.chunk_ms))
     chunk_ms = engine.chunk_ms
     del engine
     gc.collect()
@@ -199,23 +233,34 @@ def run_variant(
         torch.cuda.empty_cache()
     for processes in (p for p in args.processes if p > 1):
         for streams in args.realtime:
-            lags, batches, peak = real_time_lags_in_processes(
+            simulated = real_time_lags_in_processes(
                 args.model_file,
                 {"device": args.device, "right_context": right_context, **VARIANTS[variant]},
+                summary["calibration"]["blank_bias"],
                 processes,
                 streams,
                 audio,
                 args.realtime_seconds,
                 args.realtime_settle,
             )
-            row = real_time_row(args, streams, processes, lags, batches, chunk_ms)
-            summary["real_time"].append({**row, "peak_gpu_gb": peak})
+            summary["real_time"].append(
+                real_time_row(args, streams, processes, simulated, chunk_ms)
+            )
+    summary["valid"] = (
+        rows_valid(result, variant, right_context)
+        and summary["utterances_emission"]["valid"]
+        and all(row["valid"] for row in summary["real_time"])
+    )
+    for row in summary["real_time"]:
+        if not row["valid"]:
+            print(f"real time {row['streams']} x {row['processes']}: {invalid_note(row)}")
     printable = {k: v for k, v in summary.items() if k != "tokens"}
     print(f"{variant} R={right_context}: " + json.dumps(printable), flush=True)
     return summary
 
 
-def real_time_row(args, streams, processes, lags, batches, chunk_ms) -> dict:
+def real_time_row(args, streams, processes, simulated: RealTimeRun, chunk_ms) -> dict:
+    lags, batches = simulated.lags, simulated.batches
     return {
         "streams": streams,
         "processes": processes,
@@ -224,11 +269,14 @@ def real_time_row(args, streams, processes, lags, batches, chunk_ms) -> dict:
         "batch_p50": int(percentile(batches, 50)) if batches else 0,
         **stats(lags or [float("inf")]),
         "real_time": bool(lags) and stats(lags)["p99_ms"] <= chunk_ms,
+        **emission(simulated.tokens, simulated.samples, args.full_size),
+        "peak_gpu_gb": simulated.peak_gpu_gb,
     }
 
 
-def record_step(result, device, variant, right_context, batch, chunk_ms, times) -> dict:
-    """One step-time row (with peak memory since the last reset), added to the result."""
+def record_step(result, device, variant, right_context, batch, chunk_ms, times, emitted) -> dict:
+    """One step-time row (with peak memory since the last reset and the emission while it was
+    timed), added to the result."""
     row = {
         "variant": variant,
         "right_context": right_context,
@@ -236,9 +284,19 @@ def record_step(result, device, variant, right_context, batch, chunk_ms, times) 
         "chunk_ms": chunk_ms,
         **stats(times),
         "peak_gpu_gb": peak_memory_gb(device),
+        **emitted,
     }
     result["steps"].append(row)
     return row
+
+
+def rows_valid(result, variant: str, right_context: int) -> bool:
+    """Whether every step row of `variant` at `right_context` emitted in the valid range."""
+    return all(
+        row["valid"]
+        for row in result["steps"]
+        if (row["variant"], row["right_context"]) == (variant, right_context)
+    )
 
 
 def reset_memory(device: torch.device) -> None:
@@ -261,15 +319,21 @@ def device_name(device: torch.device) -> str:
 
 def print_step(row: dict) -> None:
     if not getattr(print_step, "printed", False):
-        print("| variant | R | B | chunk ms | p50 ms | p99 ms | max ms | peak GPU GB |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| variant | R | B | chunk ms | p50 ms | p99 ms | max ms | peak GPU GB "
+            "| tokens/frame | valid |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print_step.printed = True
     print(
         f"| {row['variant']} | {row['right_context']} | {row['batch']} | {row['chunk_ms']:.0f} "
         f"| {row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} "
-        f"| {row.get('peak_gpu_gb') or '-'} | {row.get('phases_ms', '')}",
+        f"| {row.get('peak_gpu_gb') or '-'} | {row['tokens_per_frame']} "
+        f"| {'yes' if row['valid'] else 'NO'} | {row.get('phases_ms', '')}",
         flush=True,
     )
+    if not row["valid"]:
+        print(invalid_note(row), flush=True)
 
 
 def int_list(text: str) -> list[int]:

@@ -1,10 +1,18 @@
-"""The full-size architecture with random weights, made to emit like a trained model.
+"""The full-size architecture with random weights, made to emit like a trained model, and the
+rule that says whether a run on it measured anything.
 
 Random weights cost the same encoder compute as the real checkpoint (which cannot be downloaded
 where the benchmarks were written), but unbiased they emit up to `max_symbols` tokens per frame,
 which makes greedy RNNT decoding far costlier than with a trained model. The benchmarks raise the
 joint's blank logit until the model emits about as much as speech does (~0.3 tokens per 80 ms
-frame), measured on the streaming path itself: random weights emit very differently offline.
+frame), measured on the streaming path of the very engine configuration that is measured next:
+precision, CUDA graphs and fast layers each move the logits enough to change emission several
+fold (a bias bisected in fp32 left one bf16 run at ~180 tokens per 3 s, another at none), and
+random weights emit very differently offline.
+
+Calibration aims; each run then counts what was emitted. A random-weight run whose emission is
+outside `VALID_TOKENS_PER_FRAME` timed a decoder doing other work than a trained model's and is
+marked invalid.
 """
 
 from __future__ import annotations
@@ -14,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nemotron_speech.asr import AsrEngine
-from nemotron_speech.asr.model import configure_decoding, select_right_context
+from nemotron_speech.asr.model import configure_decoding
 from nemotron_speech.protocol import SAMPLE_RATE
 
 SPEECH_TOKENS_PER_FRAME = 0.3
+VALID_TOKENS_PER_FRAME = (0.2, 0.5)
+FRAME_SAMPLES = SAMPLE_RATE * 80 // 1000  # one encoder frame: 80 ms
 
 
 def noise(seconds: float = 120.0) -> np.ndarray:
@@ -27,46 +36,80 @@ def noise(seconds: float = 120.0) -> np.ndarray:
     return samples.astype(np.float32)
 
 
+def emission(tokens: int, samples: int, random_weights: bool) -> dict:
+    """Tokens per 80 ms frame of `samples` of audio, and whether the run is valid: random
+    weights must emit like speech (`VALID_TOKENS_PER_FRAME`); a trained model emits what it
+    emits, so its runs are always valid."""
+    rate = tokens / (samples / FRAME_SAMPLES) if samples else float("nan")
+    low, high = VALID_TOKENS_PER_FRAME
+    return {"tokens_per_frame": round(rate, 3), "valid": not random_weights or low <= rate <= high}
+
+
+def invalid_note(emission_row: dict) -> str:
+    """The loud line printed under an invalid row."""
+    low, high = VALID_TOKENS_PER_FRAME
+    return (
+        f"INVALID: {emission_row['tokens_per_frame']} tokens per 80 ms frame is outside "
+        f"{low}-{high}; the decoder did other work than a trained model's"
+    )
+
+
 def calibrate_blank_bias(
-    model, right_context: int, audio: np.ndarray, tokens_per_frame: float
-) -> float:
-    """Bisect the blank-logit bias so that streaming `audio` emits ~`tokens_per_frame`; the bias
-    stays added to the model's joint and is returned."""
-    engine = AsrEngine(model, right_context=right_context, cuda_graphs=False, fast_layers=True)
-    output = model.joint.joint_net[-1]
-    frames = len(audio) // 1280
-    low, high = 0.0, 64.0
-    for _ in range(10):
+    engine,
+    audio: np.ndarray,
+    tokens_per_frame: float = SPEECH_TOKENS_PER_FRAME,
+    tolerance: float = 0.03,
+    rounds: int = 20,
+) -> dict:
+    """Bisect the blank-logit bias until `engine` streaming `audio` emits `tokens_per_frame`
+    within `tolerance`, on that engine itself (its precision, graphs, kernels and right
+    context); the bias stays set in the model's joint (fp32 in every precision). Emission can
+    fall steeply with the bias (random weights give nearly the same logits on every frame of
+    noise), hence the many rounds. Returns the bias and the emission it gives (`emission`'s
+    fields)."""
+    output = engine.model.joint.joint_net[-1].bias
+    base = float(output[-1].detach())
+    frames = len(audio) / FRAME_SAMPLES
+    low, high = -64.0, 64.0  # random weights emit too much at 0; a target may need less bias
+    for _ in range(rounds):
         bias = (low + high) / 2
         with torch.no_grad():
-            output.bias[-1] += bias
-        rate = len(engine.transcribe(audio).token_ids) / frames
-        with torch.no_grad():
-            output.bias[-1] -= bias
-        low, high = (bias, high) if rate > tokens_per_frame else (low, bias)
-    with torch.no_grad():
-        output.bias[-1] += (low + high) / 2
-    return round((low + high) / 2, 3)
+            output[-1] = base + bias
+        tokens = len(engine.transcribe(audio).token_ids)
+        if abs(tokens / frames - tokens_per_frame) <= tolerance:
+            break
+        low, high = (bias, high) if tokens / frames > tokens_per_frame else (low, bias)
+    return {"blank_bias": bias, **emission(tokens, len(audio), random_weights=True)}
 
 
-def calibrated_full_size(
-    work: Path,
-    device: str,
-    right_context: int,
-    tokens_per_frame: float = SPEECH_TOKENS_PER_FRAME,
-    cuda_graph_decoder: bool = False,
-):
-    """(model on `device`, description): the full-size architecture, calibrated at
-    `right_context` (emission depends on the context)."""
+def full_size(work: Path, device: str, cuda_graph_decoder: bool = False):
+    """The full-size architecture, random weights, on `device` (calibrate it per engine)."""
     from nemotron_speech.testing.make_model import build_full_size
 
     model = build_full_size(work).eval()
     configure_decoding(model, cuda_graph_decoder)
-    model = model.to(torch.device(device))
-    select_right_context(model, right_context)
-    bias = calibrate_blank_bias(model, right_context, noise(8), tokens_per_frame)
-    description = (
-        f"full-size architecture, random weights, blank bias {bias} for ~{tokens_per_frame} "
-        f"tokens per 80 ms frame at R={right_context}"
-    )
-    return model, description
+    return model.to(torch.device(device))
+
+
+def restorer(model):
+    """A function that puts back the model's fp32 encoder (an engine casts and swaps it in place)
+    and, unless told to keep the calibration, its uncalibrated blank logit: every variant then
+    casts and calibrates the same weights, and a saved model is fp32."""
+    encoder = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    output = model.joint.joint_net[-1].bias
+    blank = float(output[-1].detach())
+
+    def restore(keep_calibration: bool = False) -> None:
+        model.encoder.float().load_state_dict(encoder)
+        if not keep_calibration:
+            with torch.no_grad():
+                output[-1] = blank
+
+    return restore
+
+
+def set_blank_bias(model, bias: float) -> None:
+    """Add `bias` to the blank logit of a model saved without calibration (an engine process
+    loads the fp32 weights and applies its variant's calibration)."""
+    with torch.no_grad():
+        model.joint.joint_net[-1].bias[-1] += bias

@@ -9,13 +9,23 @@ sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences
 sentence it sends `end` and waits for the final. Per N it reports:
 - lag: for every interim, arrival time minus the send time of the packet after which that text
   was available. A calibration pass (one client, a flush after every packet, before the
-  load) finds that packet for each text; batching gives the same texts at any load.
+  load) finds that packet for each text; batching gives the same texts at any load. Interims
+  whose text that pass never saw are counted (`unmatched_interims`); a model that emits
+  nothing sends no interims, and the lag is then reported as missing, not as a number.
+- tokens per 80 ms frame: the server sends text, not tokens, so the benchmark streams every
+  sentence alone through an engine of the server's configuration in this process (the same
+  engine that calibrates random weights) and counts its tokens; a row's emission is that of
+  the sentences whose finals it received (exact for the exact finals, the solo run's for the
+  others). A random-weight (--full-size) row outside 0.2-0.5 is marked invalid.
 - finalize: `end` (or `finalize`, with --final-request finalize) sent -> final received.
 - exact: finals equal to the final of the same sentence streamed alone (for the test model that
   is the sentence itself; with --full-size random weights, garbage, but the same garbage).
-- server CPU (% of one core, from /proc; in brackets its main thread, the event loop), this
-  process's CPU (the clients), steps per second, mean batch size and step time (from /metrics),
-  and the machine's 1-minute load average at the end (other work on the machine skews results).
+- server CPU (% of one core, from /proc, summed over the server and all its descendant
+  processes, e.g. --workers engine processes; in brackets its main thread, the event loop) and
+  that over N (CPU per stream), this process's CPU (the clients), GPU utilisation and memory
+  (sampled with nvidia-smi when on cuda; null where nvidia-smi does not exist), steps per
+  second, mean batch size and step time (from /metrics), and the machine's 1-minute load
+  average at the end (other work on the machine skews results).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -27,6 +37,7 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +47,20 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, SPEECH, TINY_MODEL, cpu_model, percentile, write_result
+import numpy as np
+
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    SPEECH,
+    TINY_MODEL,
+    GpuSampler,
+    cpu_model,
+    percentile,
+    process_tree_cpu_seconds,
+    write_result,
+)
+from benchmarks.random_weights import emission, invalid_note
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
@@ -51,6 +75,12 @@ class Utterance:
     text: str
     available_after: dict[str, int] = field(default_factory=dict)  # interim -> packet index
     final: str = ""  # the final of this sentence streamed alone (calibration)
+    tokens: int = 0  # ... and its token count, from an in-process engine of the same kind
+    solo_final: str = ""  # ... and that engine's final (must equal `final`)
+
+    @property
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(self.audio, "<i2").astype(np.float32) / 32768
 
 
 def load_utterances() -> list[Utterance]:
@@ -71,6 +101,10 @@ class ClientStats:
         self.exact = 0
         self.finals = 0
         self.errors: list[str] = []
+        self.interims = 0
+        self.unmatched = 0  # interims whose text the calibration pass never saw
+        self.tokens = 0  # of the finalized sentences, streamed alone
+        self.samples = 0
 
 
 async def calibrate(url: str, token: str | None, utterances: list[Utterance]) -> None:
@@ -119,13 +153,17 @@ async def run_client(
             if not isinstance(event, Transcript):
                 stats.errors.append(event.message)
             elif not event.is_final:
+                stats.interims += 1
                 packet = utterance.available_after.get(event.text)
+                stats.unmatched += packet is None
                 if packet is not None and packet < len(sent_at):
                     stats.lag.append(now - sent_at[packet])
             elif event.finalize:
                 stats.finalize.append(now - current["end_sent"])
                 stats.finals += 1
                 stats.exact += event.text == utterance.final
+                stats.tokens += utterance.tokens
+                stats.samples += len(utterance.audio) // 2
                 final.set()
 
     receiver = asyncio.create_task(receive())
@@ -148,16 +186,8 @@ async def run_client(
 
 
 def cpu_seconds(pid: int | None) -> tuple[float, float]:
-    """CPU seconds (user + system) of a process: all threads, and its main thread alone (the
-    server's event loop; the rest is the inference thread and torch)."""
-    if pid is None:
-        return float("nan"), float("nan")
-
-    def read(path: str) -> float:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
+    """CPU seconds of the server with its descendants, and of its main thread (the event loop)."""
+    return (float("nan"), float("nan")) if pid is None else process_tree_cpu_seconds(pid)
 
 
 def client_group(
@@ -183,30 +213,25 @@ def client_group(
     return asyncio.run(run())
 
 
-def run_level(
-    url: str,
-    token: str | None,
-    n: int,
-    seconds: float,
-    pid: int | None,
-    utterances,
-    processes: int,
-    request: str = "end",
-) -> dict:
-    """N clients, spread over `processes` client processes (one event loop each)."""
+def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
+    """N clients, spread over --client-processes client processes (one event loop each)."""
+    token, seconds, request = args.token, args.seconds, args.final_request
     before, cpu_before, started = read_metrics(url), cpu_seconds(pid), time.perf_counter()
     own_before = sum(os.times()[:4])  # this process and its finished children
-    groups = [list(range(k, n, processes)) for k in range(min(processes, n))]
-    if len(groups) == 1:
-        stats = client_group(url, token, utterances, groups[0], n, seconds, request)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
-            futures = [
-                pool.submit(client_group, url, token, utterances, g, n, seconds, request)
-                for g in groups
-            ]
-            stats = [stat for future in futures for stat in future.result()]
+    groups = [
+        list(range(k, n, args.client_processes)) for k in range(min(args.client_processes, n))
+    ]
+    with GpuSampler(gpu_index(args.device)) as gpu:
+        if len(groups) == 1:
+            stats = client_group(url, token, utterances, groups[0], n, seconds, request)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
+                futures = [
+                    pool.submit(client_group, url, token, utterances, g, n, seconds, request)
+                    for g in groups
+                ]
+                stats = [stat for future in futures for stat in future.result()]
     wall = time.perf_counter() - started
     after, cpu_after, own_after = read_metrics(url), cpu_seconds(pid), sum(os.times()[:4])
     steps = after["asr_steps_total"] - before["asr_steps_total"]
@@ -214,6 +239,8 @@ def run_level(
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
     lag = [x for s in stats for x in s.lag]
     finalize = [x for s in stats for x in s.finalize]
+    server_cpu = round(100 * (cpu_after[0] - cpu_before[0]) / wall, 1)
+    tokens, samples = sum(s.tokens for s in stats), sum(s.samples for s in stats)
     return {
         "clients": n,
         "client_processes": len(groups),
@@ -225,42 +252,88 @@ def run_level(
         "finals": sum(s.finals for s in stats),
         "exact": sum(s.exact for s in stats),
         "errors": sum(len(s.errors) for s in stats),
-        "server_cpu_percent": round(100 * (cpu_after[0] - cpu_before[0]) / wall, 1),
+        "interims": sum(s.interims for s in stats),
+        "unmatched_interims": sum(s.unmatched for s in stats),
+        **emission(tokens, samples, args.full_size),
+        "server_cpu_percent": server_cpu,
+        "server_cpu_percent_per_stream": round(server_cpu / n, 3),
         "event_loop_cpu_percent": round(100 * (cpu_after[1] - cpu_before[1]) / wall, 1),
         "client_cpu_percent": round(100 * (own_after - own_before) / wall, 1),
         "steps_per_s": round(steps / wall, 1),
         "mean_batch": round(batch / steps, 2) if steps else 0.0,
         "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
+        "gpu": gpu.summary() if args.device.startswith("cuda") else None,
     }
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    """Milliseconds of `values` (seconds)."""
+def gpu_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """Milliseconds of `values` (seconds); None (JSON null) for none."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
     return {
         "p50": round(1000 * percentile(values, 50), 1),
         "p99": round(1000 * percentile(values, 99), 1),
-        "max": round(1000 * max(values, default=float("nan")), 1),
+        "max": round(1000 * max(values), 1),
         "n": len(values),
     }
 
 
-def full_size_model(work: Path, device: str, right_context: int) -> tuple[Path, str]:
-    """Save the production-size architecture (random weights: same compute, calibrated to emit
-    like speech) as a .nemo; also its description."""
-    from benchmarks.random_weights import calibrated_full_size
+def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
+    """Count each sentence's tokens streamed alone through an engine of the server's
+    configuration (model, precision, graphs on a GPU, right context) in this process. With
+    --full-size, first calibrate the random weights on that engine to emit like speech on the
+    test sentences (what the clients send), then save them (fp32: the server casts them) for
+    the server."""
+    import torch
 
-    model, description = calibrated_full_size(work, device, right_context)
-    path = work / "full-size.nemo"
-    model.save_to(str(path))
-    return path, description
+    from benchmarks.random_weights import calibrate_blank_bias, full_size, restorer
+    from nemotron_speech.asr import AsrEngine
+    from nemotron_speech.asr.model import load_nemo_model
+
+    if args.full_size:
+        model = full_size(work, args.device)
+    else:
+        model = load_nemo_model(args.model, device=args.device)
+    restore = restorer(model)
+    engine = AsrEngine(
+        model,
+        right_context=args.right_context,
+        precision=args.precision,
+        cuda_graphs=args.device.startswith("cuda"),
+        max_graph_batch=1,  # one stream at a time
+    )
+    if args.full_size:
+        speech = np.concatenate([u.samples for u in utterances])
+        calibration = calibrate_blank_bias(engine, speech)
+        print(f"calibration at {args.precision}: {calibration}", flush=True)
+        args.model_description = (
+            f"full-size architecture, random weights, blank bias {calibration['blank_bias']} "
+            f"for ~0.3 tokens per 80 ms frame on the test sentences at R={args.right_context}, "
+            f"{args.precision}"
+        )
+    for utterance in utterances:
+        final = engine.transcribe(utterance.samples)
+        utterance.tokens, utterance.solo_final = len(final.token_ids), final.text
+    if args.full_size:
+        restore(keep_calibration=True)
+        args.model = work / "full-size.nemo"
+        model.save_to(str(args.model))
+    del engine, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the server's memory
 
 
 def serve(args) -> AsrServerProcess:
     """The server on a free port, its log on this process's stderr."""
+    workers = ("--workers", str(args.workers)) if args.workers != 1 else ()
     return start_server(
         "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
-        "--batch-wait-ms", str(args.batch_wait_ms), "--precision", args.precision,
+        "--batch-wait-ms", str(args.batch_wait_ms), "--precision", args.precision, *workers,
         model=args.model, timeout=1800,
         extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )  # fmt: skip
@@ -275,6 +348,7 @@ def main() -> None:
     parser.add_argument("--right-context", type=int, default=1)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
     parser.add_argument("--precision", default="fp32", help="server option: fp32, bf16, fp16")
+    parser.add_argument("--workers", type=int, default=1, help="server option: engine processes")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument(
@@ -282,7 +356,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--full-size", action="store_true",
-        help="serve the ~0.6 B architecture with random weights (built and saved first)",
+        help="serve the ~0.6 B architecture with random weights (built, calibrated, saved first)",
     )  # fmt: skip
     parser.add_argument(
         "--final-request", default="end", choices=("end", "finalize"),
@@ -292,37 +366,32 @@ def main() -> None:
     args = parser.parse_args()
 
     work = tempfile.TemporaryDirectory()
-    if args.full_size:
-        args.model, args.model_description = full_size_model(
-            Path(work.name), args.device, args.right_context
-        )
+    utterances = load_utterances()
+    solo_runs(args, Path(work.name), utterances)
     server = None if args.url else serve(args)
     url = args.url or server.url
-    utterances = load_utterances()
     asyncio.run(calibrate(url, args.token, utterances))
     wrong = sum(u.final != u.text for u in utterances)
     if wrong and not args.full_size:
         print(f"warning: {wrong} sentences not transcribed exactly alone", file=sys.stderr)
+    differ = sum(u.final != u.solo_final for u in utterances)
+    if differ:
+        print(
+            f"warning: {differ} sentences' server finals differ from the in-process engine's; "
+            "their token counts are the engine's",
+            file=sys.stderr,
+        )
     rows = []
     try:
         for n in (int(x) for x in args.clients.split(",")):
-            pid = server.process.pid if server else None
-            row = run_level(
-                url,
-                args.token,
-                n,
-                args.seconds,
-                pid,
-                utterances,
-                args.client_processes,
-                args.final_request,
-            )
-            rows.append(row)
+            rows.append(run_level(args, url, n, server.process.pid if server else None, utterances))
             print_row(rows[-1], header=len(rows) == 1)
     finally:
         if server is not None:
             server.stop(timeout=30)
         work.cleanup()
+    if args.device.startswith("cuda") and not shutil.which("nvidia-smi"):
+        print("GPU utilisation not measured: nvidia-smi does not exist here (gpu: null)")
     result = {
         "date": date.today().isoformat(),
         "host": platform.node(),
@@ -333,7 +402,11 @@ def main() -> None:
         "right_context": args.right_context,
         "batch_wait_ms": args.batch_wait_ms,
         "precision": args.precision,
+        "workers": args.workers,
         "command": " ".join(sys.argv),
+        "solo_tokens": [u.tokens for u in utterances],
+        "server_finals_differing_from_engine": differ,
+        "valid": all(row["valid"] for row in rows),
         "rows": rows,
     }
     out = args.out or RESULTS / f"server-load-{args.device}.json"
@@ -344,17 +417,26 @@ def print_row(row: dict, header: bool) -> None:
     if header:
         print(
             "| N | lag p50 / p99 ms | finalize p50 / p99 ms | exact finals | errors "
-            "| server CPU % (event loop) | client CPU % | steps/s | mean batch | mean step ms |"
+            "| tokens/frame | valid | server CPU % (event loop) | per stream | client CPU % "
+            "| GPU % | steps/s | mean batch | mean step ms |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
-    lag, fin = row["lag_ms"], row["finalize_ms"]
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lag, fin, gpu = row["lag_ms"], row["finalize_ms"], row["gpu"] or {}
     cells = [
-        row["clients"], f"{lag['p50']} / {lag['p99']}", f"{fin['p50']} / {fin['p99']}",
-        f"{row['exact']}/{row['finals']}", row["errors"],
+        row["clients"],
+        f"{lag['p50']} / {lag['p99']}" if lag["n"] else f"none ({row['interims']} interims)",
+        f"{fin['p50']} / {fin['p99']}", f"{row['exact']}/{row['finals']}", row["errors"],
+        row["tokens_per_frame"], "yes" if row["valid"] else "NO",
         f"{row['server_cpu_percent']} ({row['event_loop_cpu_percent']})",
-        row["client_cpu_percent"], row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
+        row["server_cpu_percent_per_stream"], row["client_cpu_percent"],
+        gpu.get("utilization_percent_mean", "-"),
+        row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
     ]  # fmt: skip
-    print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
+    if row["unmatched_interims"]:
+        print(f"{row['unmatched_interims']} interims had a text the calibration pass never saw")
+    if not row["valid"]:
+        print(invalid_note(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Timing helpers of the engine benchmark: step times (ours and stock NeMo's), finalize
-latency, and per-phase timers around a step."""
+"""Timing helpers of the engine benchmark: step times (ours and stock NeMo's) with the tokens
+emitted while timing them, finalize latency, and per-phase timers around a step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import percentile
-from benchmarks.realtime import pcm16
+from benchmarks.realtime import finish, pcm16
 from nemotron_speech.asr import AsrEngine
 
 
@@ -33,15 +33,18 @@ def time_steps(
     steps: int,
     warm: int,
     phases: PhaseTimer | None = None,
-):
-    """Step times with `batch` streams that each get one chunk of new audio per step."""
+) -> tuple[list[float], int, int]:
+    """Step times with `batch` streams that each get one chunk of new audio per step; also the
+    tokens the streams emitted and the samples they were fed."""
     chunk = engine.geometry.chunk * engine.geometry.hop_samples
     span = len(audio) - chunk * (steps + warm + 3)
     offsets = [(n * 7919 * chunk) % span for n in range(batch)]
     streams = [engine.open_stream() for _ in range(batch)]
     times = []
+    fed = 0
     for index in range(warm + steps + 1):
         extra = 320 if index == 0 else 0  # the first step takes a longer chunk
+        fed += batch * (chunk + extra)
         for n, stream in enumerate(streams):
             engine.feed(stream, pcm16(audio[offsets[n] : offsets[n] + chunk + extra]))
             offsets[n] += chunk + extra
@@ -53,25 +56,37 @@ def time_steps(
         synchronize(engine.device)
         if index > warm:
             times.append(1000 * (time.perf_counter() - started))
-    for stream in streams:
-        engine.close(stream)
-    return times
+    return times, finish(engine, streams), fed
 
 
-def time_stock(model, batch: int, geometry, steps: int, warm: int):
-    """NeMo's own loop: batch caches, later-step chunks of log-mel, hypotheses carried along."""
+def time_stock(
+    model, batch: int, geometry, audio: np.ndarray, steps: int, warm: int
+) -> tuple[list[float], int, int]:
+    """NeMo's own loop: batch caches, chunks of log-mel (of `audio`, at the places `time_steps`
+    feeds, so that emission compares), hypotheses carried along. The first step takes a first
+    chunk (no pre-encode cache, nothing dropped): with a later chunk's shape from fresh caches
+    the model emits nothing for the rest of the stream. Also the tokens the hypotheses hold at
+    the end and the samples their log-mel covers."""
     device = next(model.parameters()).device
-    frames = geometry.pre_encode_cache + geometry.chunk
-    generator = torch.Generator().manual_seed(0)
+    span = len(audio) // geometry.hop_samples - geometry.chunk * (steps + warm + 3)
+    positions = [(n * 7919 * geometry.chunk) % span for n in range(batch)]
+    with torch.inference_mode():
+        samples = torch.from_numpy(audio).to(device)[None]
+        length = torch.tensor([len(audio)], device=device)
+        mel, _ = model.preprocessor(input_signal=samples, length=length)
     channel, time_cache, channel_len = model.encoder.get_initial_cache_state(
         batch_size=batch, device=device
     )
     hypotheses = None
-    lengths = torch.full((batch,), frames, device=device)
     times = []
-    for index in range(warm + steps):
-        signal = torch.randn(batch, model.cfg.preprocessor.features, frames, generator=generator)
-        signal = signal.to(device)
+    for index in range(warm + steps + 1):
+        first = index == 0
+        before, after = (
+            (0, geometry.first_chunk) if first else (geometry.pre_encode_cache, geometry.chunk)
+        )
+        signal = torch.stack([mel[0, :, p - before : p + after] for p in positions])
+        positions = [p + after for p in positions]
+        lengths = torch.full((batch,), before + after, device=device)
         synchronize(device)
         started = time.perf_counter()
         with torch.inference_mode():
@@ -83,13 +98,15 @@ def time_stock(model, batch: int, geometry, steps: int, warm: int):
                 cache_last_channel_len=channel_len,
                 keep_all_outputs=False,
                 previous_hypotheses=hypotheses,
-                drop_extra_pre_encoded=geometry.drop_extra_pre_encoded,
+                drop_extra_pre_encoded=0 if first else geometry.drop_extra_pre_encoded,
             )
         synchronize(device)
         _, _, channel, time_cache, channel_len, hypotheses = outputs
-        if index >= warm:
+        if index > warm:
             times.append(1000 * (time.perf_counter() - started))
-    return times
+    tokens = sum(len(hypothesis.y_sequence) for hypothesis in hypotheses)
+    frames = geometry.first_chunk + (warm + steps) * geometry.chunk
+    return times, tokens, batch * frames * geometry.hop_samples
 
 
 def time_finalize(engine: AsrEngine, audio: np.ndarray, repeats: int = 20) -> dict[str, list]:

@@ -94,7 +94,16 @@ def word_counts(reference: str, hypothesis: str) -> EditCounts:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
+    """The `q`-th percentile (0-100), interpolated linearly between the two nearest ranks
+    (numpy's default and `statistics.quantiles(method="inclusive")`'s definition); None for no
+    values. The project's one definition: the benchmarks use it too."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 def _as_ids(*sequences: Sequence[Hashable]) -> list[np.ndarray]:

@@ -1,0 +1,77 @@
+"""The benchmarks' honesty rules: which runs count (emission like speech), one percentile, and
+the calibration that makes random weights emit like speech on the engine being measured."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.common import TINY_MODEL, percentile, process_tree_cpu_seconds
+from benchmarks.random_weights import FRAME_SAMPLES, calibrate_blank_bias, emission, noise
+from nemotron_speech.asr import AsrEngine
+from nemotron_speech.asr.model import load_nemo_model
+
+
+@pytest.mark.parametrize(
+    ("tokens", "valid"), [(19, False), (20, True), (35, True), (50, True), (51, False), (0, False)]
+)
+def test_random_weight_rows_are_valid_only_between_0_2_and_0_5_tokens_per_frame(tokens, valid):
+    row = emission(tokens, 100 * FRAME_SAMPLES, random_weights=True)
+    assert row == {"tokens_per_frame": tokens / 100, "valid": valid}
+
+
+def test_a_trained_model_emits_what_it_emits():
+    assert emission(300, 100 * FRAME_SAMPLES, random_weights=False)["valid"] is True
+
+
+def test_the_one_percentile_is_numpys_linear_definition():
+    values = list(np.random.default_rng(1).uniform(0, 100, 37))
+    for q in (0, 1, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert np.isnan(percentile([], 50))
+
+
+def test_server_cpu_includes_its_child_processes():
+    """A server's --workers engine processes are its children: their CPU is the server's."""
+    busy = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])",
+        ]
+    )
+    try:
+        time.sleep(0.8)  # the child has started and is spinning
+        before = process_tree_cpu_seconds(parent.pid)[0]
+        time.sleep(0.4)
+        after = process_tree_cpu_seconds(parent.pid)[0]
+    finally:
+        parent.wait(10)
+    assert after - before > 0.15  # the parent itself only waits
+
+
+def test_calibration_bisects_on_the_engine_it_is_given():
+    """The test model's architecture with fresh random weights (the full-size model is too big
+    for CI): calibrating a bf16 engine sets the bias that makes that engine emit ~0.3 tokens per
+    frame, kept in the joint (fp32 calibrates through the same code)."""
+    torch.manual_seed(0)
+    model = load_nemo_model(TINY_MODEL, device="cpu")
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()  # random weights, as in the full-size benchmarks
+    engine = AsrEngine(model, right_context=1, precision="bf16")
+    audio = noise(4)
+    frames = len(audio) / FRAME_SAMPLES
+    uncalibrated = len(engine.transcribe(audio).token_ids) / frames
+    calibration = calibrate_blank_bias(engine, audio, 0.3)
+    assert uncalibrated > 0.5  # random weights emit far more than speech...
+    assert calibration["valid"] and abs(calibration["tokens_per_frame"] - 0.3) < 0.05
+    assert calibration["blank_bias"] > 0  # ... until the blank logit is raised
+    again = len(engine.transcribe(audio).token_ids) / frames  # the bias stayed set
+    assert again == pytest.approx(calibration["tokens_per_frame"], abs=1e-3)
