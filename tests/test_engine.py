@@ -9,7 +9,7 @@ import pytest
 
 from nemotron_speech.asr import AsrEngine, AsrError, BufferFullError, StreamNotFoundError
 from nemotron_speech.asr.audio import load_audio
-from nemotron_speech.asr.features import IncrementalLogMel, MelFrontEnd
+from nemotron_speech.asr.features import LEAD_FRAMES, IncrementalLogMel, MelFrontEnd
 from nemotron_speech.asr.model import streaming_preprocessor
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -88,18 +88,28 @@ def test_staggered_streams_batched_equal_each_alone(any_engine, speech):
 
 def test_incremental_log_mel_equals_whole_utterance_log_mel(engine, speech):
     """The engine's front end: features computed piecewise as audio arrives (packets of several
-    sizes) are exactly the preprocessor's features of the whole utterance."""
+    sizes, a batch of segments per packet) are exactly the preprocessor's features of the whole
+    utterance."""
     front_end = MelFrontEnd(streaming_preprocessor(engine.model), engine.device)
     hop, window = engine.geometry.hop_samples, engine.geometry.window_samples
     for samples, packet in zip(speech, itertools.cycle((320, 1234, 4801)), strict=False):
         mel = IncrementalLogMel(hop, window)
         pieces = []
         for start in range(0, len(samples), packet):
+            mel.add(samples[start : start + packet])
             final = start + packet >= len(samples)
-            segment = mel.plan(samples[start : start + packet], final=final)
-            if segment is not None:
-                pieces.append(mel.accept(front_end([segment])[0]))
-        whole = front_end([samples])[0][:, : len(samples) // hop]
+            ready = mel.frames_available(mel.samples_seen, final) - mel.frames_emitted
+            # two segments of the same stream in one batch: the first and the rest of the frames
+            counts = [count for count in (ready // 2, ready - ready // 2) if count]
+            segments = []
+            for count in counts:
+                segments.append(mel.segment(count))
+                mel.advance(count)
+            if counts:
+                features = front_end(segments).numpy()
+                for row, count in enumerate(counts):
+                    pieces.append(features[row, :, LEAD_FRAMES : LEAD_FRAMES + count])
+        whole = front_end([(0, samples)]).numpy()[0, :, : len(samples) // hop]
         assert np.array_equal(np.concatenate(pieces, axis=1), whole)
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nemotron_speech.asr.chunks import ChunkCutter
 from nemotron_speech.asr.decoding import SlotGreedyDecoder
 from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFoundError
 from nemotron_speech.asr.fast_layers import use_fast_layers
-from nemotron_speech.asr.features import MelFrontEnd
+from nemotron_speech.asr.features import MelFrontEnd, pcm16_to_float
 from nemotron_speech.asr.model import (
     load_nemo_model,
     offline_token_ids,
@@ -29,7 +30,7 @@ from nemotron_speech.asr.model import (
     supported_right_contexts,
 )
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore, add_encoder_caches
-from nemotron_speech.asr.stream import Chunk, StreamState
+from nemotron_speech.asr.stream import StreamState
 from nemotron_speech.protocol import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class AsrEngine:
         self._front_end = MelFrontEnd(streaming_preprocessor(model), self.device)
         self._slots = SlotStore(self.device)
         add_encoder_caches(self._slots, model.encoder)
+        features = int(model.cfg.preprocessor.features)
+        self._chunks = ChunkCutter(self._slots, features, self.geometry)
         self._decoder = SlotGreedyDecoder(model, self._slots)
         self._graphed = self._graphed_steps(max_graph_batch) if cuda_graphs else {}
         self._streams: dict[int, StreamState] = {}
@@ -249,53 +252,58 @@ class AsrEngine:
         streams = [self._stream(i) for i in only] if only else list(self._streams.values())
         results: list[StreamTranscript] = []
         ready: list[StreamState] = []
+        counts: list[int] = []
         for stream in streams:  # one readiness check per stream: this loop runs every step
             if stream.needs_final():
                 results.append(self._complete(stream))
-            elif stream.has_chunk():
+            elif count := stream.chunk_frames():
                 ready.append(stream)
-        self._compute_features(ready)
-        first: list[tuple[StreamState, Chunk]] = []
-        later: list[tuple[StreamState, Chunk]] = []
-        for stream in ready:
-            chunk = stream.next_chunk()
-            (first if chunk.is_first else later).append((stream, chunk))
-        for group in (first, later):
-            if group:
-                self._run(group)
+                counts.append(count)
+        groups = 0
+        if ready:
+            features = self._compute_features(ready, counts)
+            first = [row for row, stream in enumerate(ready) if stream.steps == 0]
+            later = [row for row, stream in enumerate(ready) if stream.steps]
+            for rows in (first, later):
+                if rows:
+                    self._run(ready, counts, features, rows)
+                    groups += 1
+            for stream, count in zip(ready, counts, strict=True):
+                stream.advance(count)
         results.extend(self._report_changes(ready))
         self.last_step = StepInfo(
             len(ready),
-            int(bool(first)) + int(bool(later)),
+            groups,
             time.perf_counter() - started,
             tuple(stream.stream_id for stream in ready),
         )
         return results
 
-    def _compute_features(self, streams: list[StreamState]) -> None:
-        """Log-mel for every stream's new audio, as one preprocessor call."""
-        planned = [(stream, stream.plan_features()) for stream in streams]
-        planned = [(stream, segment) for stream, segment in planned if segment is not None]
-        if planned:
-            features = self._front_end([segment for _, segment in planned])
-            for (stream, _), segment_features in zip(planned, features, strict=True):
-                stream.accept_features(segment_features)
-
-    def _run(self, group: list[tuple[StreamState, Chunk]]) -> None:
-        """One encoder step and one greedy decode over streams whose chunks share a drop value;
-        the same calls NeMo's `conformer_stream_step` makes."""
-        streams = [stream for stream, _ in group]
-        chunks = [chunk.features for _, chunk in group]
-        batch = np.zeros(
-            (len(chunks), chunks[0].shape[0], max(c.shape[1] for c in chunks)), dtype=np.float32
+    def _compute_features(self, streams: list[StreamState], counts: list[int]) -> torch.Tensor:
+        """Log-mel of every stream's next chunk, as one PCM conversion and one preprocessor
+        call; row r holds stream r's `counts[r]` new frames from column `LEAD_FRAMES` on."""
+        blobs = [stream.take_pcm() for stream in streams]
+        for stream, samples in zip(streams, pcm16_to_float(blobs), strict=True):
+            if len(samples):
+                stream.add_samples(samples)
+        return self._front_end(
+            [stream.segment(count) for stream, count in zip(streams, counts, strict=True)]
         )
-        for row, chunk in enumerate(chunks):
-            batch[row, :, : chunk.shape[1]] = chunk
-        signal = torch.from_numpy(batch).to(self.device, PRECISIONS[self.precision])
-        lengths = torch.tensor([c.shape[1] for c in chunks], device=self.device)
+
+    def _run(
+        self, ready: list[StreamState], counts: list[int], features: torch.Tensor, rows: list[int]
+    ) -> None:
+        """One encoder step and one greedy decode over the `rows` of the step's streams whose
+        chunks share a shape (first chunks or later ones): the same calls NeMo's
+        `conformer_stream_step` makes, on chunks cut from `features` on the device."""
+        streams = [ready[row] for row in rows]
         slots = torch.tensor([stream.slot for stream in streams], device=self.device)
-        drop = group[0][1].drop_extra_pre_encoded
-        graphed = self._graphed.get(group[0][1].is_first)
+        is_first = streams[0].steps == 0
+        signal, lengths, drop = self._chunks(
+            features, rows, [counts[row] for row in rows], slots, is_first
+        )
+        signal = signal.to(PRECISIONS[self.precision])
+        graphed = self._graphed.get(is_first)
         if graphed is not None and len(streams) <= graphed.max_batch:
             encoded, encoded_len = graphed(signal, lengths, slots)
         else:

@@ -1,16 +1,15 @@
-"""One stream's state: PCM assembly, incremental features and exact chunk cutting.
+"""One stream's state: PCM assembly, incremental features and exact chunk planning.
 
 Exact chunking (what makes streaming equal offline): a stream's first step takes `first_chunk`
 mel frames with no history and drops nothing; every later step takes `pre_encode_cache` frames of
 history plus `chunk` new frames and drops `drop_extra_pre_encoded` encoder frames. At a reset the
 remaining frames, however few, form the last chunk. A finalize that keeps context pads silence up
 to a chunk boundary instead, so every chunk stays whole and the stream goes on as if the padding
-had been part of the pause.
+had been part of the pause. The engine cuts the chunks themselves, for all streams of a step at
+once; a stream only says how many new frames its next chunk has and which audio holds them.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,18 +20,9 @@ from nemotron_speech.asr.model import ChunkGeometry
 FINALIZE_MARGIN = 2  # encoder frames (160 ms) of padding a finalize gives the decoder at least
 
 
-@dataclass
-class Chunk:
-    """Model input for one step of one stream."""
-
-    features: np.ndarray  # [features, frames]
-    drop_extra_pre_encoded: int
-    is_first: bool
-
-
 class StreamState:
-    """Everything one stream carries between steps, apart from its encoder caches (which live in
-    the engine's slot tensors so a batch can gather them with one index operation)."""
+    """Everything one stream carries between steps on the host; its encoder caches, decoder state
+    and feature history live in the engine's slot tensors, so a batch gathers them by index."""
 
     def __init__(self, stream_id: int, slot: int, geometry: ChunkGeometry):
         self.stream_id = stream_id
@@ -42,14 +32,9 @@ class StreamState:
         self.reset()
 
     def reset(self) -> None:
-        """Back to the start of an utterance (caches are reset by the engine)."""
+        """Back to the start of an utterance (slot state is reset by the engine)."""
         self._mel.reset()
         self._pcm = bytearray()  # PCM16 not yet converted; may end in an odd byte
-        self._pending: list[np.ndarray] = []
-        self._pending_converted = 0
-        self._features = np.zeros((0, 0), dtype=np.float32)
-        self._history = self._features
-        self._frames_cut = 0
         self.steps = 0
         self._final_frame = 0  # a context-keeping finalize's final falls at this frame
         self.commit()
@@ -63,29 +48,38 @@ class StreamState:
         self.resetting = False  # ... and then the stream starts clean (the audio ends there)
 
     def add_pcm16(self, data: bytes) -> None:
-        """Append little-endian PCM16 bytes. Conversion waits for `plan_features()`, once per
-        step rather than once per packet; an odd trailing byte waits for the next packet."""
+        """Append little-endian PCM16 bytes. Conversion waits for the step, which converts the
+        audio of all its streams at once; an odd trailing byte waits for the next packet."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise AudioFormatError(f"audio must be PCM16 bytes, got {type(data).__name__}")
         self._pcm += data
 
     def add_samples(self, samples: np.ndarray) -> None:
-        self._convert_pcm()
-        self._pending.append(np.asarray(samples, dtype=np.float32))
-        self._pending_converted += len(samples)
+        if len(self._pcm) > 1:  # PCM that came first goes first
+            self._convert_pcm()
+        self._mel.add(np.asarray(samples, dtype=np.float32))
+
+    def take_pcm(self) -> bytearray:
+        """The whole samples of PCM16 waiting for conversion (the caller converts them and
+        passes them to `add_samples`); an odd trailing byte stays."""
+        data = self._pcm
+        if len(data) % 2:
+            self._pcm = data[-1:]
+            del data[-1:]
+        else:
+            self._pcm = bytearray()
+        return data
+
+    def _convert_pcm(self) -> None:
+        data = self.take_pcm()
+        if data:
+            self._mel.add(np.frombuffer(data, "<i2").astype(np.float32) / 32768.0)
 
     @property
     def pending_samples(self) -> int:
-        return self._pending_converted + len(self._pcm) // 2
-
-    def _convert_pcm(self) -> None:
-        usable = len(self._pcm) - len(self._pcm) % 2
-        if usable:
-            # one expression: the view into the bytearray must be gone before it shrinks
-            samples = np.frombuffer(self._pcm, "<i2", usable // 2).astype(np.float32) / 32768.0
-            self._pending.append(samples)
-            self._pending_converted += usable // 2
-            del self._pcm[:usable]
+        """Samples received whose frames are not yet in a chunk."""
+        cut = self._mel.frames_emitted * self._geometry.hop_samples
+        return max(0, self.total_samples - cut)
 
     def begin_finalize(self, padding_samples: int, reset: bool) -> None:
         """Pad silence so the last words get their right context, and mark where the final is.
@@ -119,67 +113,45 @@ class StreamState:
 
     @property
     def total_samples(self) -> int:
-        return self._mel.samples_seen + self.pending_samples
+        return self._mel.samples_seen + len(self._pcm) // 2
 
     def frames_ready(self) -> int:
         """Mel frames that exist (or could be computed now) but are not yet in a chunk."""
-        return self._mel.frames_available(self.total_samples, self.resetting) - self._frames_cut
+        return (
+            self._mel.frames_available(self.total_samples, self.resetting)
+            - self._mel.frames_emitted
+        )
 
     def needs_final(self) -> bool:
         if not self.finalizing:
             return False
-        return self.frames_ready() == 0 if self.resetting else self._frames_cut >= self._final_frame
+        return (
+            self.frames_ready() == 0
+            if self.resetting
+            else self._mel.frames_emitted >= self._final_frame
+        )
 
     def has_chunk(self) -> bool:
         """A full chunk is ready, or, when resetting, any remainder."""
+        return self.chunk_frames() > 0
+
+    def chunk_frames(self) -> int:
+        """New frames in the next chunk: a full chunk, a reset's remainder, or 0 (none ready)."""
         ready = self.frames_ready()
         if self.steps == 0:
             need, least = self._geometry.first_chunk, self._geometry.min_first
         else:
             need, least = self._geometry.chunk, 1
-        return ready >= need or (self.resetting and ready >= least)
+        if ready >= need:
+            return need
+        return ready if self.resetting and ready >= least else 0
 
-    def plan_features(self) -> np.ndarray | None:
-        """The audio segment whose log-mel holds this stream's new frames (None: nothing new)."""
-        self._convert_pcm()
-        if not self._pending:
-            return None
-        samples = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_converted = [], 0
-        return self._mel.plan(samples, final=self.resetting)
+    def segment(self, count: int) -> tuple[int, np.ndarray]:
+        """(leading zeros, audio) whose log-mel holds the next `count` frames; see
+        `IncrementalLogMel.segment`. PCM must be converted (`take_pcm`) first."""
+        return self._mel.segment(count)
 
-    def accept_features(self, segment_features: np.ndarray) -> None:
-        new = self._mel.accept(segment_features)
-        self._features = (
-            np.concatenate([self._features, new], axis=1) if self._features.size else new
-        )
-
-    def next_chunk(self) -> Chunk:
-        """Cut the next model input; call only when `has_chunk()` and features are computed."""
-        is_first = self.steps == 0
-        geometry = self._geometry
-        take = min(geometry.first_chunk if is_first else geometry.chunk, self._features.shape[1])
-        new = self._features[:, :take]
-        if is_first:
-            chunk = Chunk(new, 0, True)
-        else:
-            inputs = np.concatenate([self._left_padded_history(new), new], axis=1)
-            chunk = Chunk(inputs, geometry.drop_extra_pre_encoded, False)
-        self._remember(new)
-        self._features = self._features[:, take:]
-        self._frames_cut += take
+    def advance(self, count: int) -> None:
+        """The next chunk, of `count` new frames, went to the model."""
+        self._mel.advance(count)
         self.steps += 1
-        return chunk
-
-    def _left_padded_history(self, new: np.ndarray) -> np.ndarray:
-        """The pre-encode cache; zero-filled on the left while history is shorter (right context
-        0 has a one-frame first chunk), as NeMo's streaming buffer does."""
-        missing = self._geometry.pre_encode_cache - self._history.shape[1]
-        if missing <= 0:
-            return self._history
-        padding = np.zeros((new.shape[0], missing), dtype=np.float32)
-        return np.concatenate([padding, self._history], axis=1) if self._history.size else padding
-
-    def _remember(self, new: np.ndarray) -> None:
-        history = np.concatenate([self._history, new], axis=1) if self._history.size else new
-        self._history = history[:, -self._geometry.pre_encode_cache :]
