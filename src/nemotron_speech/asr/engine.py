@@ -241,7 +241,10 @@ class AsrEngine:
 
     def has_work(self) -> bool:
         """True when `step()` would run the model or deliver a final."""
-        return any(s.needs_final() or s.has_chunk() for s in self._streams.values())
+        # `finalizing` first: the check runs for every open stream, and most are not
+        return any(
+            (s.finalizing and s.needs_final()) or s.has_chunk() for s in self._streams.values()
+        )
 
     # -- the scheduler ---------------------------------------------------------------------
 
@@ -253,8 +256,8 @@ class AsrEngine:
         results: list[StreamTranscript] = []
         ready: list[StreamState] = []
         counts: list[int] = []
-        for stream in streams:  # one readiness check per stream: this loop runs every step
-            if stream.needs_final():
+        for stream in streams:  # one cheap readiness check per open stream, every step
+            if stream.finalizing and stream.needs_final():
                 results.append(self._complete(stream))
             elif count := stream.chunk_frames():
                 ready.append(stream)

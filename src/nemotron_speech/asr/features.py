@@ -61,13 +61,11 @@ class IncrementalLogMel:
         self._audio = np.zeros(0, dtype=np.float32)
         self._base = 0  # absolute index of self._audio[0], a multiple of hop
         self.frames_emitted = 0
-
-    @property
-    def samples_seen(self) -> int:
-        return self._base + len(self._audio)
+        self.samples_seen = 0  # kept, not derived: readiness reads it for every stream, each step
 
     def add(self, samples: np.ndarray) -> None:
         self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples
+        self.samples_seen += len(samples)
 
     def frames_available(self, total_samples: int, final: bool) -> int:
         """Mel frames that can be emitted once `total_samples` samples have arrived.

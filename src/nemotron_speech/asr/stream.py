@@ -37,6 +37,7 @@ class StreamState:
         self._pcm = bytearray()  # PCM16 not yet converted; may end in an odd byte
         self.steps = 0
         self._final_frame = 0  # a context-keeping finalize's final falls at this frame
+        self._next_chunk_at()
         self.commit()
 
     def commit(self) -> None:
@@ -133,18 +134,25 @@ class StreamState:
 
     def has_chunk(self) -> bool:
         """A full chunk is ready, or, when resetting, any remainder."""
-        return self.chunk_frames() > 0
+        if self.resetting:
+            return self.chunk_frames() > 0
+        return self.total_samples >= self._ready_at
 
     def chunk_frames(self) -> int:
         """New frames in the next chunk: a full chunk, a reset's remainder, or 0 (none ready)."""
+        if not self.resetting:  # the common case: two attribute reads, no frame arithmetic
+            return self._need if self.total_samples >= self._ready_at else 0
         ready = self.frames_ready()
-        if self.steps == 0:
-            need, least = self._geometry.first_chunk, self._geometry.min_first
-        else:
-            need, least = self._geometry.chunk, 1
-        if ready >= need:
-            return need
-        return ready if self.resetting and ready >= least else 0
+        least = self._geometry.min_first if self.steps == 0 else 1
+        return min(self._need, ready) if ready >= least else 0
+
+    def _next_chunk_at(self) -> None:
+        """The frames of the next full chunk and the samples its last frame needs: the step
+        scans every open stream, so readiness is one comparison."""
+        geometry = self._geometry
+        self._need = geometry.first_chunk if self.steps == 0 else geometry.chunk
+        last = self._mel.frames_emitted + self._need - 1
+        self._ready_at = last * geometry.hop_samples + geometry.window_samples // 2
 
     def segment(self, count: int) -> tuple[int, np.ndarray]:
         """(leading zeros, audio) whose log-mel holds the next `count` frames; see
@@ -155,3 +163,4 @@ class StreamState:
         """The next chunk, of `count` new frames, went to the model."""
         self._mel.advance(count)
         self.steps += 1
+        self._next_chunk_at()
