@@ -54,32 +54,43 @@ def invalid_note(emission_row: dict) -> str:
     )
 
 
+def calibration_segments(audio: np.ndarray, count: int = 8, seconds: float = 3.0) -> list:
+    """`count` pieces of `audio`, `seconds` long, spread over it: streams as long as the ones
+    measured (random weights emit most in a stream's first seconds, so a long calibration
+    stream would leave short measured streams emitting several times its rate)."""
+    length = int(seconds * SAMPLE_RATE)
+    step = (len(audio) - length) // max(1, count - 1)
+    return [audio[n * step : n * step + length] for n in range(count)]
+
+
 def calibrate_blank_bias(
     engine,
-    audio: np.ndarray,
+    segments: list[np.ndarray],
     tokens_per_frame: float = SPEECH_TOKENS_PER_FRAME,
     tolerance: float = 0.03,
     rounds: int = 20,
 ) -> dict:
-    """Bisect the blank-logit bias until `engine` streaming `audio` emits `tokens_per_frame`
-    within `tolerance`, on that engine itself (its precision, graphs, kernels and right
-    context); the bias stays set in the model's joint (fp32 in every precision). Emission can
+    """Bisect the blank-logit bias until `engine` streaming each of `segments` from a fresh
+    stream emits `tokens_per_frame` (all together) within `tolerance`, on that engine itself
+    (its precision, graphs, kernels and right context); the bias stays set in the model's joint
+    (fp32 in every precision). Emission can
     fall steeply with the bias (random weights give nearly the same logits on every frame of
     noise), hence the many rounds. Returns the bias and the emission it gives (`emission`'s
     fields)."""
     output = engine.model.joint.joint_net[-1].bias
     base = float(output[-1].detach())
-    frames = len(audio) / FRAME_SAMPLES
+    samples = sum(map(len, segments))
     low, high = -64.0, 64.0  # random weights emit too much at 0; a target may need less bias
     for _ in range(rounds):
         bias = (low + high) / 2
         with torch.no_grad():
             output[-1] = base + bias
-        tokens = len(engine.transcribe(audio).token_ids)
-        if abs(tokens / frames - tokens_per_frame) <= tolerance:
+        tokens = sum(len(engine.transcribe(segment).token_ids) for segment in segments)
+        rate = tokens / (samples / FRAME_SAMPLES)
+        if abs(rate - tokens_per_frame) <= tolerance:
             break
-        low, high = (bias, high) if tokens / frames > tokens_per_frame else (low, bias)
-    return {"blank_bias": bias, **emission(tokens, len(audio), random_weights=True)}
+        low, high = (bias, high) if rate > tokens_per_frame else (low, bias)
+    return {"blank_bias": bias, **emission(tokens, samples, random_weights=True)}
 
 
 def full_size(work: Path, device: str, cuda_graph_decoder: bool = False):

@@ -307,8 +307,8 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
         max_graph_batch=1,  # one stream at a time
     )
     if args.full_size:
-        speech = np.concatenate([u.samples for u in utterances])
-        calibration = calibrate_blank_bias(engine, speech)
+        # each sentence from a fresh stream, as the clients send them (reset after each)
+        calibration = calibrate_blank_bias(engine, [u.samples for u in utterances])
         print(f"calibration at {args.precision}: {calibration}", flush=True)
         args.model_description = (
             f"full-size architecture, random weights, blank bias {calibration['blank_bias']} "

@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from benchmarks.common import TINY_MODEL, percentile, process_tree_cpu_seconds
-from benchmarks.random_weights import FRAME_SAMPLES, calibrate_blank_bias, emission, noise
+from benchmarks.random_weights import (
+    FRAME_SAMPLES,
+    calibrate_blank_bias,
+    calibration_segments,
+    emission,
+    noise,
+)
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
 
@@ -66,12 +72,15 @@ def test_calibration_bisects_on_the_engine_it_is_given():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()  # random weights, as in the full-size benchmarks
     engine = AsrEngine(model, right_context=1, precision="bf16")
-    audio = noise(4)
-    frames = len(audio) / FRAME_SAMPLES
-    uncalibrated = len(engine.transcribe(audio).token_ids) / frames
-    calibration = calibrate_blank_bias(engine, audio, 0.3)
+    segments = calibration_segments(noise(8), count=2, seconds=2)
+    frames = sum(map(len, segments)) / FRAME_SAMPLES
+
+    def rate() -> float:
+        return sum(len(engine.transcribe(s).token_ids) for s in segments) / frames
+
+    uncalibrated = rate()
+    calibration = calibrate_blank_bias(engine, segments, 0.3)
     assert uncalibrated > 0.5  # random weights emit far more than speech...
     assert calibration["valid"] and abs(calibration["tokens_per_frame"] - 0.3) < 0.05
     assert calibration["blank_bias"] > 0  # ... until the blank logit is raised
-    again = len(engine.transcribe(audio).token_ids) / frames  # the bias stayed set
-    assert again == pytest.approx(calibration["tokens_per_frame"], abs=1e-3)
+    assert rate() == pytest.approx(calibration["tokens_per_frame"], abs=1e-3)  # bias stays set
