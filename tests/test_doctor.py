@@ -25,7 +25,7 @@ import pytest
 from server_fixtures import TOKEN, running_server, stop_process
 
 from nemotron_speech import download
-from nemotron_speech.doctor import Options, run_checks
+from nemotron_speech.doctor import Options, machine, run_checks
 from nemotron_speech.doctor.machine import gpu_checks, runs_on
 from nemotron_speech.llm.launcher import free_port
 
@@ -221,6 +221,31 @@ def test_memory_budget_counts_only_services_not_yet_running(monkeypatch, tmp_pat
     assert memory.failed and "needs 116.5 GB" in memory.detail  # 0.7 x 150.8 + 8 + 3
     memory = gpu_checks(options, running={"llm": True})[3]
     assert memory.status == "pass" and "vLLM" not in memory.detail
+
+
+def test_magpie_adds_its_budget_to_the_bot_and_other_tts_do_not(monkeypatch, tmp_path):
+    # an H200 with 13,000 MiB (13.6 GB) free, vLLM already running: ASR 8 + bot 3 fit, + Magpie not
+    fake_nvidia_smi(monkeypatch, tmp_path, "NVIDIA H200, 580.65.06, 9.0, 143771, 13000")
+    needs = {}
+    for tts in ("kokoro", "espeak", "magpie"):
+        memory = gpu_checks(Options(target="x86", tts=tts), running={"llm": True})[3]
+        needs[tts] = (memory.status, float(memory.detail.split("needs ")[1].split(" GB")[0]))
+        assert ("Magpie TTS 4.0" in memory.detail) == (tts == "magpie"), memory.detail
+    assert needs["kokoro"] == needs["espeak"] == ("pass", 11.0)
+    assert needs["magpie"] == ("fail", 15.0)
+    # the bot already running holds Magpie's memory too
+    memory = gpu_checks(Options(target="x86", tts="magpie"), running={"llm": True, "bot": True})[3]
+    assert memory.status == "pass" and "Magpie" not in memory.detail and "ASR 8.0" in memory.detail
+
+
+def test_magpie_budget_follows_the_h200_measurement_it_is_computed_from():
+    # the activations term is the recorded run's batch-1 peak less that run's own fp32 weights
+    run = json.loads((ROOT / "benchmarks" / "results" / "tts-h200.json").read_text())
+    (row,) = [r for r in run["rows"] if (r["precision"], r["batch"], r["chunk"]) == ("fp32", 1, 8)]
+    weights = (run["magpie_parameters"] + 31.6e6) * machine.FP32_BYTES / machine.GB
+    activations = row["peak_memory_gib"] * 2**30 / machine.GB - weights
+    assert pytest.approx(activations, abs=0.01) == machine.MAGPIE_ACTIVATIONS_GB
+    assert 0 < activations < machine.MAGPIE_WEIGHTS_GB  # weights dominate one sentence's peak
 
 
 def test_old_driver_and_old_gpu_fail_with_what_to_change(monkeypatch, tmp_path):

@@ -26,6 +26,21 @@ MIN_DRIVER = 580
 # H200), bot with Kokoro on the CPU (2-3 GB). vLLM's share comes from the recipe's flag.
 ASR_BUDGET_GB = 8.0
 BOT_BUDGET_GB = 3.0
+# --tts magpie adds Magpie to the bot's process (docs/spark.md, Memory budget). Computed, not
+# measured on a Spark (no checkpoint can be loaded here):
+# - weights, fp32 (the checkpoint's and the engine's precision; bf16 was slower on an H200): the
+#   published 357 M plus the codec, taken as twice the 31.6 M of the NanoCodec-sized decoder
+#   benchmarks.tts builds (the real codec keeps its encoder; Magpie drops only its discriminator);
+# - one request's activations and KV cache (the bot's engine is shared under a lock, so batch 1):
+#   the H200 peak at batch 1 (1.50 GiB, benchmarks/results/tts-h200.json) less that run's own
+#   random-weight weights (253.1 M + 31.6 M, fp32);
+# - runtime: torch and NeMo in the bot's process, 0.87 GB peak RSS measured on the CPU with the test
+#   model (imports, load, one sentence), plus 1 GB assumed for the CUDA context and kernels.
+FP32_BYTES = 4
+MAGPIE_WEIGHTS_GB = (357e6 + 2 * 31.6e6) * FP32_BYTES / GB
+MAGPIE_ACTIVATIONS_GB = 1.50 * 2**30 / GB - (253.1e6 + 31.6e6) * FP32_BYTES / GB
+MAGPIE_RUNTIME_GB = 0.87 + 1.0
+MAGPIE_BUDGET_GB = MAGPIE_WEIGHTS_GB + MAGPIE_ACTIVATIONS_GB + MAGPIE_RUNTIME_GB  # 4.0
 PACKAGES = (
     "nemotron-speech",
     "pipecat-ai",
@@ -174,7 +189,10 @@ def runs_on(archs: list[str], cap: tuple[int, int]) -> bool:
 def memory_check(gpus: list[Gpu] | str, options: Options, running: dict[str, bool]) -> Check:
     """Free memory against what the services that are not running yet will take.
 
-    `running` says which of "llm", "asr", "bot" already run here (their memory is taken).
+    `running` says which of "llm", "asr", "bot" already run here (their memory is taken). The
+    bot's share depends on its TTS: Magpie runs in the bot's process, Kokoro and espeak take only
+    CPU memory already in the bot's budget. Like the ASR's, Magpie's share is counted whatever its
+    device (on the Spark's unified memory the CPU's memory is the GPU's).
     """
     name = "memory"
     if isinstance(gpus, str):
@@ -190,6 +208,7 @@ def memory_check(gpus: list[Gpu] | str, options: Options, running: dict[str, boo
             bool(options.asr_model) or is_local_url(options.asr_url),
         ),
         ("bot", "bot", BOT_BUDGET_GB * GB, True),
+        ("bot", "Magpie TTS", MAGPIE_BUDGET_GB * GB, options.tts == "magpie"),
     ]
     needs = {label: size for key, label, size, here in budgets if here and not running.get(key)}
     have = f"{free / GB:.1f} GB free of {total / GB:.1f} GB ({where})"
