@@ -1,6 +1,7 @@
 """What a failure costs, on an in-process ASR server (so a fault can be put into its engine):
 an engine failure ends its own stream with 1011 and no other, a handshake under way when
-shutdown begins is refused, and an idle client is closed with 4000."""
+shutdown begins is refused, one completed as it begins is closed with 1013, and an idle client is
+closed with 4000."""
 
 from __future__ import annotations
 
@@ -101,6 +102,31 @@ async def test_a_handshake_under_way_when_shutdown_begins_is_refused(asr_model_p
             await open_stream(url(server), sock=sock)
         assert (error.value.code, error.value.reason) == (503, "Server is shutting down.")
         assert not error.value.refused  # a 5xx: worth retrying, unlike a wrong token
+
+
+async def test_a_connection_upgraded_as_shutdown_begins_is_closed_with_1013(
+    asr_model_path, monkeypatch
+):
+    """The handshake completed, then shutdown began before the server gave the connection a
+    stream: it is refused with 1013 (retry elsewhere), not served a stream nobody finalizes."""
+    handle = AsrServer._handle
+
+    async def shutdown_first(self: AsrServer, websocket) -> None:
+        self.stop()
+        while self.health is not Health.STOPPING:
+            await asyncio.sleep(0.01)
+        await handle(self, websocket)
+
+    monkeypatch.setattr(AsrServer, "_handle", shutdown_first)
+    async with served(asr_model_path) as server:
+        with pytest.raises(AsrConnectionError) as error:
+            await AsrClient.connect(url(server))
+        assert (error.value.code, error.value.reason) == (
+            CloseCode.TRY_AGAIN_LATER,
+            "server is shutting down",
+        )
+        rejected = 'asr_connections_rejected_total{reason="shutting_down"} 1.0'
+        assert rejected in server.metrics.render()
 
 
 async def test_an_idle_client_is_closed(asr_model_path):
