@@ -8,34 +8,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("nemo")
-
-from pipecat.frames.frames import (  # noqa: E402
+from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
     MetricsFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
-from pipecat.metrics.metrics import TTFBMetricsData  # noqa: E402
-from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
-from pipecat.pipeline.worker import PipelineParams  # noqa: E402
-from pipecat.processors.frame_processor import FrameDirection  # noqa: E402
-from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+from pipecat.metrics.metrics import TTFBMetricsData
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.tests.utils import SleepFrame, run_test
 
-from nemotron_speech.doctor import Options  # noqa: E402
-from nemotron_speech.doctor.files import tts_check  # noqa: E402
-from nemotron_speech.testing.make_magpie import CODEC_FILE, MAGPIE_FILE  # noqa: E402
-from nemotron_speech.tts.magpie import (  # noqa: E402
+from nemotron_speech.doctor import Options
+from nemotron_speech.doctor.files import tts_check
+from nemotron_speech.testing.make_magpie import CODEC_FILE, MAGPIE_FILE
+from nemotron_speech.tts.magpie import (
     MagpieEngine,
     MagpieInputError,
     MagpieLoadError,
@@ -43,7 +45,7 @@ from nemotron_speech.tts.magpie import (  # noqa: E402
     NemotronMagpieTTSService,
     codec_stream,
 )
-from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts  # noqa: E402
+from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "tests" / "assets" / "tts"
@@ -215,6 +217,37 @@ async def test_an_interruption_stops_the_engine_within_one_chunk(engine):
     assert len([t for t in chunks if t > interrupted]) <= 1  # at most the chunk being decoded
     after = [f for t, f in frames.seen if t > interrupted and isinstance(f, TTSAudioRawFrame)]
     assert after == []  # and none of it reached the pipeline
+
+
+def llm_reply(*tokens: str) -> list[Frame]:
+    """An LLM's streamed answer, as the bot's TTS receives it."""
+    return [LLMFullResponseStartFrame(), *map(LLMTextFrame, tokens), LLMFullResponseEndFrame()]
+
+
+async def test_each_sentence_s_text_follows_its_audio_without_word_times(engine):
+    """No word timings (Magpie has none): as with pipecat's Kokoro, Piper and Riva services, each
+    sentence's text is one TTSTextFrame after that sentence's audio, which the assistant context
+    and the page's bot-output captions take; an interrupted sentence's text never comes."""
+    tts = NemotronMagpieTTSService(engine=engine)
+    down, _ = await run_test(tts, frames_to_send=llm_reply("Hello ", "there. ", "How are ", "you?"))
+    texts = [f for f in down if isinstance(f, TTSTextFrame)]
+    assert [f.text for f in texts] == ["Hello there.", "How are you?"]
+    assert all(f.text_type == "sentence" and f.pts is None and f.append_to_context for f in texts)
+    audio_or_text = "".join(
+        "T" if isinstance(f, TTSTextFrame) else "A"
+        for f in down
+        if isinstance(f, TTSAudioRawFrame | TTSTextFrame)
+    )
+    assert re.fullmatch("A+TA+T", audio_or_text), audio_or_text
+
+    tts = NemotronMagpieTTSService(engine=engine)
+    frames = FrameTimes(tts)
+    sentence = ", ".join([LONG.rstrip(".")] * 3) + "."  # ~1 s of generation on a CPU, cut at 0.5
+    sent = [*llm_reply(sentence), SleepFrame(0.5), InterruptionFrame(), SleepFrame(0.5)]
+    down, _ = await run_test(tts, frames_to_send=sent, observers=[frames])
+    interrupted = next(t for t, f in frames.seen if isinstance(f, InterruptionFrame))
+    assert any(isinstance(f, TTSAudioRawFrame) for t, f in frames.seen if t < interrupted)
+    assert not any(isinstance(f, TTSTextFrame) for f in down)
 
 
 async def test_a_bad_request_is_an_error_frame_not_a_crash(engine):

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("nemo")
-
-from nemotron_speech.testing.make_magpie import (  # noqa: E402
+from nemotron_speech.testing.make_magpie import (
     BUILD_FILE,
     CODEC_FILE,
     MAGPIE_FILE,
     build,
     environment,
 )
-from nemotron_speech.testing.make_model import weights_sha256  # noqa: E402
-from nemotron_speech.tts.magpie import MagpieEngine  # noqa: E402
+from nemotron_speech.testing.make_model import weights_sha256
+from nemotron_speech.tts.magpie import MagpieEngine
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tts"
 
