@@ -240,13 +240,15 @@ async def test_each_sentence_s_text_follows_its_audio_without_word_times(engine)
     )
     assert re.fullmatch("A+TA+T", audio_or_text), audio_or_text
 
-    tts = NemotronMagpieTTSService(engine=engine)
+    spy = SpyEngine(engine)
+    tts = NemotronMagpieTTSService(engine=spy)  # type: ignore[arg-type]
     frames = FrameTimes(tts)
-    sentence = ", ".join([LONG.rstrip(".")] * 3) + "."  # ~1 s of generation on a CPU, cut at 0.5
-    sent = [*llm_reply(sentence), SleepFrame(0.5), InterruptionFrame(), SleepFrame(0.5)]
+    sentence = ", ".join([LONG.rstrip(".")] * 3) + "."  # ~1 s of generation on a CPU, cut at 0.3
+    sent = [*llm_reply(sentence), SleepFrame(0.3), InterruptionFrame(), SleepFrame(0.5)]
     down, _ = await run_test(tts, frames_to_send=sent, observers=[frames])
     interrupted = next(t for t, f in frames.seen if isinstance(f, InterruptionFrame))
     assert any(isinstance(f, TTSAudioRawFrame) for t, f in frames.seen if t < interrupted)
+    assert spy.events[-1][1] == "stopped"  # cut mid-sentence
     assert not any(isinstance(f, TTSTextFrame) for f in down)
 
 

@@ -57,7 +57,9 @@ class NemotronMagpieTTSService(TTSService):
 
     The first audio of a sentence comes after `first_chunk_frames` codec frames (~190 ms of
     speech), not after the whole sentence. An interruption stops the engine at its next decoder
-    step. TTFB and usage metrics are reported; Magpie gives no word timestamps.
+    step. TTFB and usage metrics are reported. Magpie gives no word timestamps, and none are
+    guessed: like pipecat's Kokoro and Piper services, this one leaves `push_text_frames` on, so
+    each sentence's text follows its audio as one `TTSTextFrame` (docs/tts.md).
 
     Example::
 
