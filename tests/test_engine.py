@@ -9,7 +9,7 @@ import pytest
 
 from nemotron_speech.asr import AsrEngine, AsrError, BufferFullError, StreamNotFoundError
 from nemotron_speech.asr.audio import load_audio
-from nemotron_speech.asr.features import LEAD_FRAMES, IncrementalLogMel, MelFrontEnd
+from nemotron_speech.asr.features import LEAD_FRAMES, PCM_SCALE, IncrementalLogMel, MelFrontEnd
 from nemotron_speech.asr.model import streaming_preprocessor
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -109,7 +109,7 @@ def test_incremental_log_mel_equals_whole_utterance_log_mel(engine, speech):
                 features = front_end(segments).numpy()
                 for row, count in enumerate(counts):
                     pieces.append(features[row, :, LEAD_FRAMES : LEAD_FRAMES + count])
-        whole = front_end([(0, samples)]).numpy()[0, :, : len(samples) // hop]
+        whole = front_end([(0, samples / PCM_SCALE)]).numpy()[0, :, : len(samples) // hop]
         assert np.array_equal(np.concatenate(pieces, axis=1), whole)
 
 

@@ -21,7 +21,7 @@ from nemotron_speech.asr.chunks import ChunkCutter
 from nemotron_speech.asr.decoding import SlotGreedyDecoder
 from nemotron_speech.asr.errors import AsrError, BufferFullError, StreamNotFoundError
 from nemotron_speech.asr.fast_layers import use_fast_layers
-from nemotron_speech.asr.features import MelFrontEnd, pcm16_to_float
+from nemotron_speech.asr.features import MelFrontEnd
 from nemotron_speech.asr.model import (
     load_nemo_model,
     offline_token_ids,
@@ -283,12 +283,10 @@ class AsrEngine:
         return results
 
     def _compute_features(self, streams: list[StreamState], counts: list[int]) -> torch.Tensor:
-        """Log-mel of every stream's next chunk, as one PCM conversion and one preprocessor
-        call; row r holds stream r's `counts[r]` new frames from column `LEAD_FRAMES` on."""
-        blobs = [stream.take_pcm() for stream in streams]
-        for stream, samples in zip(streams, pcm16_to_float(blobs), strict=True):
-            if len(samples):
-                stream.add_samples(samples)
+        """Log-mel of every stream's next chunk as one preprocessor call; row r holds stream
+        r's `counts[r]` new frames from column `LEAD_FRAMES` on."""
+        for stream in streams:
+            stream.convert_pcm()
         return self._front_end(
             [stream.segment(count) for stream, count in zip(streams, counts, strict=True)]
         )

@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 LEAD_FRAMES = 2  # frames computed before the first new one: the segment start's effects end there
+# Buffers hold audio in PCM16 units, so PCM converts with a plain cast; scaling by a power of two
+# is exact both ways.
+PCM_SCALE = 1 / 32768
 
 
 class MelFrontEnd:
@@ -28,28 +31,26 @@ class MelFrontEnd:
     @torch.inference_mode()
     def __call__(self, segments: list[tuple[int, np.ndarray]]) -> torch.Tensor:
         """Log-mel [segments, features, frames] on the device of (leading zeros, audio) segments
-        from `IncrementalLogMel.segment`: a row's new frames start at column `LEAD_FRAMES`."""
+        from `IncrementalLogMel.segment`: a row's new frames start at column `LEAD_FRAMES`.
+        Audio is in PCM16 units (samples times 32768), scaled back once for the whole batch."""
         lengths = [lead + len(audio) for lead, audio in segments]
-        batch = np.zeros((len(segments), max(lengths)), dtype=np.float32)
-        for row, (lead, audio) in enumerate(segments):
-            batch[row, lead : lead + len(audio)] = audio
+        if lengths.count(lengths[0]) == len(lengths) and not any(lead for lead, _ in segments):
+            batch = np.stack([audio for _, audio in segments])  # streams in step: one copy
+        else:
+            batch = np.zeros((len(segments), max(lengths)), dtype=np.float32)
+            for row, (lead, audio) in enumerate(segments):
+                batch[row, lead : lead + len(audio)] = audio
+        signal = torch.from_numpy(batch).to(self._device).mul_(PCM_SCALE)
         features, _ = self._preprocessor(
-            input_signal=torch.from_numpy(batch).to(self._device),
+            input_signal=signal,
             length=torch.tensor(lengths, device=self._device),
         )
         return features.float()
 
 
-def pcm16_to_float(blobs: list[bytes]) -> list[np.ndarray]:
-    """Little-endian PCM16 byte strings (even lengths) as float32 samples: one conversion for
-    all of them rather than one per stream."""
-    flat = np.frombuffer(b"".join(blobs), "<i2").astype(np.float32) / 32768.0
-    ends = np.cumsum([len(blob) // 2 for blob in blobs]).tolist()
-    return [flat[start:end] for start, end in zip([0, *ends], ends, strict=False)]
-
-
 class IncrementalLogMel:
-    """One stream's audio since the frames it still needs, and which segment yields its next
+    """One stream's audio since the first sample its next frames need, in a buffer of its own
+    (in PCM16 units, written in place, compacted when full), and which segment yields its next
     frames."""
 
     def __init__(self, hop: int, window: int):
@@ -58,14 +59,35 @@ class IncrementalLogMel:
         self.reset()
 
     def reset(self) -> None:
-        self._audio = np.zeros(0, dtype=np.float32)
-        self._base = 0  # absolute index of self._audio[0], a multiple of hop
+        self._buffer = np.zeros(8 * 1024, dtype=np.float32)
+        self._origin = 0  # absolute index of self._buffer[0]
+        self._start = 0  # buffer index of the first sample still needed, a multiple of hop
         self.frames_emitted = 0
         self.samples_seen = 0  # kept, not derived: readiness reads it for every stream, each step
 
     def add(self, samples: np.ndarray) -> None:
-        self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples
+        """Add float samples (full scale 1)."""
+        np.multiply(samples, np.float32(1 / PCM_SCALE), out=self._room(len(samples)))
         self.samples_seen += len(samples)
+
+    def add_pcm16(self, data: bytes | bytearray) -> None:
+        """Add little-endian PCM16 (whole samples), cast straight into the buffer."""
+        pcm = np.frombuffer(data, "<i2")
+        self._room(len(pcm))[:] = pcm
+        self.samples_seen += len(pcm)
+
+    def _room(self, count: int) -> np.ndarray:
+        """The buffer's next `count` samples, after moving the kept audio to its front or
+        growing it if they do not fit."""
+        end = self.samples_seen - self._origin
+        if end + count > len(self._buffer):
+            kept = end - self._start
+            size = max(len(self._buffer), 2 * (kept + count))
+            target = self._buffer if size == len(self._buffer) else np.zeros(size, np.float32)
+            target[:kept] = self._buffer[self._start : end]
+            self._buffer, self._origin, self._start = target, self._origin + self._start, 0
+            end = kept
+        return self._buffer[end : end + count]
 
     def frames_available(self, total_samples: int, final: bool) -> int:
         """Mel frames that can be emitted once `total_samples` samples have arrived.
@@ -81,16 +103,17 @@ class IncrementalLogMel:
 
     def segment(self, count: int) -> tuple[int, np.ndarray]:
         """(leading zeros, audio) whose log-mel holds the next `count` frames from column
-        `LEAD_FRAMES` on; call with at most `frames_available` - `frames_emitted` frames."""
+        `LEAD_FRAMES` on; call with at most `frames_available` - `frames_emitted` frames. The
+        audio is a view, valid until the next `add`."""
         start = (self.frames_emitted - LEAD_FRAMES) * self._hop
-        end = (self.frames_emitted + count - 1) * self._hop + self._window // 2
-        begin = max(start, 0) - self._base
-        return max(0, -start), self._audio[begin : min(end, self.samples_seen) - self._base]
+        end = min(
+            self.samples_seen, (self.frames_emitted + count - 1) * self._hop + self._window // 2
+        )
+        return max(0, -start), self._buffer[max(start, 0) - self._origin : end - self._origin]
 
     def advance(self, count: int) -> None:
-        """The next `count` frames are taken; drop the audio no later frame needs."""
+        """The next `count` frames are taken; the audio no later frame needs may go."""
         self.frames_emitted += count
-        keep_from = max(0, (self.frames_emitted - LEAD_FRAMES) * self._hop)
-        if keep_from > self._base:
-            self._audio = self._audio[keep_from - self._base :]
-            self._base = keep_from
+        self._start = max(
+            self._start, (self.frames_emitted - LEAD_FRAMES) * self._hop - self._origin
+        )

@@ -49,32 +49,25 @@ class StreamState:
         self.resetting = False  # ... and then the stream starts clean (the audio ends there)
 
     def add_pcm16(self, data: bytes) -> None:
-        """Append little-endian PCM16 bytes. Conversion waits for the step, which converts the
-        audio of all its streams at once; an odd trailing byte waits for the next packet."""
+        """Append little-endian PCM16 bytes. Conversion waits for the step (`convert_pcm`),
+        once per step rather than once per packet; an odd trailing byte waits for the next."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise AudioFormatError(f"audio must be PCM16 bytes, got {type(data).__name__}")
         self._pcm += data
 
     def add_samples(self, samples: np.ndarray) -> None:
-        if len(self._pcm) > 1:  # PCM that came first goes first
-            self._convert_pcm()
+        self.convert_pcm()  # PCM that came first goes first
         self._mel.add(np.asarray(samples, dtype=np.float32))
 
-    def take_pcm(self) -> bytearray:
-        """The whole samples of PCM16 waiting for conversion (the caller converts them and
-        passes them to `add_samples`); an odd trailing byte stays."""
+    def convert_pcm(self) -> None:
+        """Move the whole samples of waiting PCM16 into the feature buffer."""
+        if len(self._pcm) < 2:
+            return
         data = self._pcm
+        self._pcm = bytearray()
         if len(data) % 2:
-            self._pcm = data[-1:]
-            del data[-1:]
-        else:
-            self._pcm = bytearray()
-        return data
-
-    def _convert_pcm(self) -> None:
-        data = self.take_pcm()
-        if data:
-            self._mel.add(np.frombuffer(data, "<i2").astype(np.float32) / 32768.0)
+            self._pcm.append(data.pop())
+        self._mel.add_pcm16(data)
 
     @property
     def pending_samples(self) -> int:
@@ -89,7 +82,7 @@ class StreamState:
         the padding is ordinary audio up to a chunk boundary (see `_chunk_boundary`), with the
         final due at that boundary; audio that arrives later follows the padding.
         """
-        self._convert_pcm()
+        self.convert_pcm()
         self.finalizing, self.resetting = True, reset
         if reset:
             self._pcm.clear()  # a dangling odd byte is not a sample
@@ -156,7 +149,7 @@ class StreamState:
 
     def segment(self, count: int) -> tuple[int, np.ndarray]:
         """(leading zeros, audio) whose log-mel holds the next `count` frames; see
-        `IncrementalLogMel.segment`. PCM must be converted (`take_pcm`) first."""
+        `IncrementalLogMel.segment`. PCM must be converted (`convert_pcm`) first."""
         return self._mel.segment(count)
 
     def advance(self, count: int) -> None:
