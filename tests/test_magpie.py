@@ -33,6 +33,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.transcriptions.language import Language
 
 from nemotron_speech.doctor import Options
 from nemotron_speech.doctor.files import tts_check
@@ -252,13 +253,21 @@ async def test_each_sentence_s_text_follows_its_audio_without_word_times(engine)
     assert not any(isinstance(f, TTSTextFrame) for f in down)
 
 
-async def test_a_bad_request_is_an_error_frame_not_a_crash(engine):
-    settings = NemotronMagpieTTSService.Settings(voice="9")
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"voice": "9"}, "unknown voice '9'; this checkpoint has 0, 1"),
+        # pipecat's de-DE reaches the engine as its base code
+        ({"language": Language.DE_DE}, "unknown language 'de'; this checkpoint speaks en"),
+    ],
+)
+async def test_a_bad_request_is_an_error_frame_not_a_crash(engine, setting, message):
+    settings = NemotronMagpieTTSService.Settings(**setting)
     # no audio comes, so pipecat closes the turn after stop_frame_timeout_s
     tts = NemotronMagpieTTSService(engine=engine, settings=settings, stop_frame_timeout_s=0.2)
     down, up = await run_test(tts, frames_to_send=[TTSSpeakFrame("Hello.")])
     errors = [f.error for f in up if isinstance(f, ErrorFrame)]
-    assert any("unknown voice '9'; this checkpoint has 0, 1" in e for e in errors)
+    assert any(message in e for e in errors), errors
     assert not any(isinstance(f, TTSAudioRawFrame) for f in down)
 
 
