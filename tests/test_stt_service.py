@@ -281,3 +281,39 @@ async def test_server_error_messages_are_error_frames(asr_model_path):
         _, up = await run_stt(stt, lambda tap: [SleepFrame(sleep=1.0)])
     errors = [frame.error for frame in of_type(up, ErrorFrame)]
     assert any("ASR server error: no message for 0.3 s" in error for error in errors), errors
+
+
+@pytest.mark.parametrize(("reset_after_secs", "controls"), [
+    (1.0, [(1.0, "Finalize"), (2.0, "Reset")]),
+    (None, [(1.0, "Finalize")]),
+])  # fmt: skip
+async def test_a_reset_follows_reset_after_secs_of_audio_after_the_vad_stop(
+    server, reset_after_secs, controls
+):
+    """A VAD stop sends a finalize; `reset_after_secs` of audio after it (counted in audio, not
+    time: here it arrives unpaced) sends one reset, and `None` never does. Speech before the stop
+    does not count, and 3 s of silence after it give no second reset."""
+    stt = service(server.url, reset_after_secs=reset_after_secs)
+    sent: list[tuple[float, str]] = []  # (seconds of audio sent before it, control message)
+    audio_secs = 0.0
+    send = stt._send
+
+    async def recording(message) -> None:
+        nonlocal audio_secs
+        if isinstance(message, bytes):
+            audio_secs += len(message) / 32000
+        else:
+            sent.append((round(audio_secs, 3), type(message).__name__))
+        await send(message)
+
+    stt._send = recording
+    frames = chain(
+        [VADUserStartedSpeakingFrame()],
+        at_rate(silence(1.0), 16000),
+        [VADUserStoppedSpeakingFrame(stop_secs=0.2)],
+        at_rate(silence(3.0), 16000),
+        wait_for(lambda: audio_secs >= 4.0, 10),
+    )
+    _, up = await run_test(Pipeline([stt]), frames_to_send=frames)
+    assert sent == controls
+    assert not of_type(up, ErrorFrame)
