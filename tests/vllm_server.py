@@ -8,9 +8,9 @@ conftest.py registers the fixture once for every module, so tests just ask for i
         ... model=vllm_server.model ...
 
 The server needs the separate vLLM environment (`bash .ci/setup_vllm.sh`), found through
-NEMOTRON_VLLM_PYTHON; when that variable is unset the tests using it are skipped, and when it is
-set but the server fails to start they fail (never a silent skip in CI). The fixture model only
-answers its scripted prompts: use `nemotron_speech.testing.fixture_llm.CASES`.
+NEMOTRON_VLLM_PYTHON; when that variable is unset the tests using it are skipped on a developer's
+machine and fail in CI (`tools.unavailable`), and when the server fails to start they fail. The
+fixture model only answers its scripted prompts: use `nemotron_speech.testing.fixture_llm.CASES`.
 
 Do not import the fixture into a test module: pytest would register a second "session" fixture
 for that module, start another vLLM (~30 s, ~3 GB) and keep it running until the session ends.
@@ -45,7 +45,7 @@ def start_fixture_server(python: str, log_dir: Path) -> RunningServer:
 
 @pytest.fixture(scope="session", name="vllm_server")
 def vllm_server_fixture() -> Iterator[RunningServer]:
-    """Session-wide fixture server; skipped only when the vLLM venv is not configured."""
+    """Session-wide fixture server; without the vLLM venv: skipped, or failed in CI."""
     python = os.environ.get(VLLM_PYTHON_ENV)
     if not python:
         unavailable(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
