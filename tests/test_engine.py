@@ -113,6 +113,25 @@ def test_incremental_log_mel_equals_whole_utterance_log_mel(engine, speech):
         assert np.array_equal(np.concatenate(pieces, axis=1), whole)
 
 
+def test_stream_audio_buffer_keeps_what_frames_need_through_a_backlog():
+    """Each segment is exactly the audio its frames need (in PCM units) while the stream's buffer
+    compacts, grows for a 12.5 s backlog and shrinks back after it."""
+    rng = np.random.default_rng(0)
+    mel, audio, sizes = IncrementalLogMel(160, 400), np.zeros(0, np.float32), set()
+    for count in [320] * 50 + [200_000] + [320] * 1500:
+        samples = rng.standard_normal(count).astype(np.float32)
+        mel.add(samples)
+        audio = np.concatenate([audio, samples])
+        while mel.frames_available(mel.samples_seen, final=False) - mel.frames_emitted >= 16:
+            lead, segment = mel.segment(16)
+            start = (mel.frames_emitted - LEAD_FRAMES) * 160
+            expected = audio[max(start, 0) : (mel.frames_emitted + 15) * 160 + 200]
+            assert lead == max(0, -start) and np.array_equal(segment, expected / PCM_SCALE)
+            mel.advance(16)
+        sizes.add(len(mel._buffer))
+    assert len(mel._buffer) == min(sizes) < max(sizes)
+
+
 def test_soft_flush_changes_nothing(engine, speech):
     samples = speech[1]
     stream = engine.open_stream()

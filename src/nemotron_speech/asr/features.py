@@ -19,6 +19,7 @@ LEAD_FRAMES = 2  # frames computed before the first new one: the segment start's
 # Buffers hold audio in PCM16 units, so PCM converts with a plain cast; scaling by a power of two
 # is exact both ways.
 PCM_SCALE = 1 / 32768
+BUFFER_SAMPLES = 8 * 1024  # a stream's audio buffer, at least: a few chunks of 160 ms
 
 
 class MelFrontEnd:
@@ -59,7 +60,7 @@ class IncrementalLogMel:
         self.reset()
 
     def reset(self) -> None:
-        self._buffer = np.zeros(8 * 1024, dtype=np.float32)
+        self._buffer = np.zeros(BUFFER_SAMPLES, dtype=np.float32)
         self._origin = 0  # absolute index of self._buffer[0]
         self._start = 0  # buffer index of the first sample still needed, a multiple of hop
         self.frames_emitted = 0
@@ -77,12 +78,15 @@ class IncrementalLogMel:
         self.samples_seen += len(pcm)
 
     def _room(self, count: int) -> np.ndarray:
-        """The buffer's next `count` samples, after moving the kept audio to its front or
-        growing it if they do not fit."""
+        """The buffer's next `count` samples, after moving the kept audio to its front if they
+        do not fit; a new buffer where that is still too small, or far too large (a backlog's
+        buffer shrinks at the first compaction after it is processed)."""
         end = self.samples_seen - self._origin
         if end + count > len(self._buffer):
             kept = end - self._start
-            size = max(len(self._buffer), 2 * (kept + count))
+            size = max(BUFFER_SAMPLES, 2 * (kept + count))
+            if size <= len(self._buffer) <= 4 * size:
+                size = len(self._buffer)
             target = self._buffer if size == len(self._buffer) else np.zeros(size, np.float32)
             target[:kept] = self._buffer[self._start : end]
             self._buffer, self._origin, self._start = target, self._origin + self._start, 0
