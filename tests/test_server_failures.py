@@ -1,11 +1,12 @@
 """What a failure costs, on an in-process ASR server (so a fault can be put into its engine):
-an engine failure ends its own stream with 1011 and no other, a handshake under way when
-shutdown begins is refused, one completed as it begins is closed with 1013, and an idle client is
-closed with 4000."""
+an engine failure ends its own stream with 1011 and no other, audio past the engine's own bound
+ends its stream with 1008, a handshake under way when shutdown begins is refused, one completed
+as it begins is closed with 1013, and an idle client is closed with 4000."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,6 +87,28 @@ async def test_an_engine_failure_costs_its_stream_and_no_other(
                 await again.send_audio(frame)
             await again.end()
             assert await final_text(again) == SENTENCES[4]
+
+
+async def test_audio_past_the_engines_own_bound_ends_the_stream_with_1008(asr_model_path):
+    """The engine's bound, the last line of defence behind the session's backpressure (which
+    stops reading first, so only a server bug reaches it): an error naming the bound, close
+    1008, counted as buffer_full. Lowered here to 0.2 s so one 1 s frame passes it."""
+    async with served(asr_model_path) as server:
+        server._inference.engine.max_buffered_samples = 3200
+        async with AsrClient.connect(url(server)) as client:
+            await client.send_audio(bytes(32000))
+            events = [event async for event in client]
+        assert [type(event) for event in events] == [Error], events
+        assert re.fullmatch(
+            r"audio buffer full: stream \d+ has 0\.0 s of audio waiting \(limit 0\.2 s\); "
+            "send audio no faster than real time",
+            events[0].message,
+        ), events
+        assert (client.close_code, client.close_reason) == (
+            CloseCode.POLICY_VIOLATION,
+            "audio buffer full",
+        )
+        assert 'asr_client_errors_total{cause="buffer_full"} 1.0' in server.metrics.render()
 
 
 async def test_a_handshake_under_way_when_shutdown_begins_is_refused(asr_model_path):
