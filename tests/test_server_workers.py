@@ -1,4 +1,6 @@
-"""`--workers N`: several server processes behind one port (`server/workers.py`).
+"""`--workers N`: several server processes behind one port (`server/workers.py`), each with its
+engine in a process of its own (`--engine-process`, `server/inference.py`): the layout for
+hundreds of streams on a GPU.
 
 One server of two processes for the module; tests that end a server start their own.
 """
@@ -25,7 +27,7 @@ MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in
 
 @pytest.fixture(scope="module")
 def server(asr_model_path, tmp_path_factory):
-    options = ["--workers", "2", "--max-streams", str(MAX_STREAMS)]
+    options = ["--workers", "2", "--engine-process", "--max-streams", str(MAX_STREAMS)]
     with running_server(asr_model_path, tmp_path_factory.mktemp("workers"), *options) as server:
         yield server
 
@@ -35,8 +37,8 @@ def audio(speech_wavs) -> list[bytes]:
     return [pcm16(path) for path in speech_wavs]
 
 
-def worker_pids(server: AsrServerProcess) -> list[int]:
-    """The server's worker processes (its spawned children, not multiprocessing's tracker)."""
+def spawned_children(pid: int) -> list[int]:
+    """The processes `pid` spawned through multiprocessing (not its resource tracker)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -46,9 +48,13 @@ def worker_pids(server: AsrServerProcess) -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue  # exited meanwhile
-        if parent == server.process.pid and b"spawn_main" in command:
+        if parent == pid and b"spawn_main" in command:
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def worker_pids(server: AsrServerProcess) -> list[int]:
+    return spawned_children(server.process.pid)
 
 
 def connections_of(pid: int, port: int) -> int:
@@ -129,8 +135,30 @@ async def test_a_dead_process_costs_only_its_streams_and_is_replaced(server, aud
     assert "restarting it" in server.log()
 
 
+async def test_a_dead_engine_process_closes_its_streams_with_1011_and_is_replaced(server, audio):
+    server.wait_for_metric("asr_streams_open", 0)
+    clients = await open_clients(server, 8)
+    worker = max(worker_pids(server), key=lambda pid: connections_of(pid, server.port))
+    lost = connections_of(worker, server.port)
+    (engine,) = spawned_children(worker)
+    os.kill(engine, signal.SIGKILL)
+    results = await asyncio.gather(
+        *(finish(c, a) for c, a in zip(clients, audio, strict=False)), return_exceptions=True
+    )
+    closed = [c for c in clients if c.close_code == CloseCode.INTERNAL_ERROR]
+    assert len(closed) == lost and all(c.close_reason == "engine failure" for c in closed)
+    assert sum(isinstance(r, Transcript) for r in results) == 8 - lost
+    server.wait_until(lambda: worker not in worker_pids(server), "the worker to exit", 60)
+    server.wait_until(lambda: len(worker_pids(server)) == 2, "a replacement worker", 60)
+    server.wait_ready(180)
+    assert "the engine process exited" in server.log()
+    events = await transcribe(server.url, audio[5], token=None)
+    assert events[-1] == Transcript(SENTENCES[5], is_final=True, finalize=True)
+
+
 async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_path, audio):
-    with running_server(asr_model_path, tmp_path, "--workers", "2") as server:
+    options = ("--workers", "2", "--engine-process")
+    with running_server(asr_model_path, tmp_path, *options) as server:
         clients = await open_clients(server, 6)
         for client, clip in zip(clients, audio, strict=False):
             for frame in frames(clip):

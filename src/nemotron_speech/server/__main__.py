@@ -101,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="when idle, wait this long after the first ready chunk for others to batch with it",
     )
     parser.add_argument(
+        "--engine-process",
+        action="store_true",
+        help="run the engine in a process of its own, so WebSocket work never holds up a step "
+        "(for hundreds of streams on a GPU; docs/server.md)",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         default=1,

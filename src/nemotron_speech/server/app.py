@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from nemotron_speech.endpoints import ASR_PORT
 from nemotron_speech.protocol import CloseCode, Ready
-from nemotron_speech.server.inference import InferenceThread
+from nemotron_speech.server.inference import InferenceProcess, InferenceThread
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.seats import Health, Seats
 from nemotron_speech.server.session import Limits, Session
@@ -54,6 +54,7 @@ class ServerConfig:
     max_buffered_seconds: float = 30.0  # unprocessed audio per stream: then reading pauses
     backpressure_timeout: float = 20.0  # a stream paused this long is closed (1008)
     batch_wait_ms: float = 0.0
+    engine_process: bool = False  # the scheduler in a process of its own, not on a thread
     shutdown_timeout: float = 5.0
     port_file: Path | None = None  # where to write the bound port once listening
 
@@ -76,20 +77,25 @@ class AsrServer:
         self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
-        self._inference: InferenceThread | None = None
+        self._inference: InferenceThread | InferenceProcess | None = None
+        self._engine_lost = False
         self._server: Server | None = None
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Serve until `stop()` is called; raises if the model cannot be loaded."""
         loop = asyncio.get_running_loop()
-        self._inference = InferenceThread(
-            partial(load_engine, self.config),
-            self.metrics,
-            loop,
-            batch_wait=self.config.batch_wait_ms / 1000,
-            max_batch=max_graph_batch(self.config),
-        )
+        options = {
+            "batch_wait": self.config.batch_wait_ms / 1000,
+            "max_batch": max_graph_batch(self.config),
+        }
+        load = partial(load_engine, self.config)
+        if self.config.engine_process:
+            self._inference = InferenceProcess(
+                load, self.metrics, loop, on_failure=self._lost_engine, **options
+            )
+        else:
+            self._inference = InferenceThread(load, self.metrics, loop, **options)
         config = self.config
         async with serve(
             self._handle,
@@ -108,26 +114,29 @@ class AsrServer:
             if config.port_file is not None:
                 write_port(config.port_file, self.port)
             self._inference.start()
-            engine = await self._inference.loaded
+            engine = await self._inference.loaded  # an EngineInfo
             self._ready_message = Ready(
                 chunk_ms=engine.chunk_ms, right_context=engine.right_context
             )
             self.health = Health.READY
             log.info(
                 "ready: model=%s device=%s precision=%s cuda_graphs=%s right_context=%d "
-                "(chunk %.0f ms; supported %s) max_streams=%d memory=%s",
+                "(chunk %.0f ms; supported %s) max_streams=%d engine_process=%s memory=%s",
                 config.model,
                 engine.device,
                 config.precision,
                 config.cuda_graphs and config.device.startswith("cuda"),
                 engine.right_context,
                 engine.chunk_ms,
-                engine.supported_right_contexts,
+                list(engine.supported_right_contexts),
                 config.max_streams,
-                engine.memory_report(),
+                config.engine_process,
+                engine.memory,
             )
             await self._stopping.wait()
             await self._shutdown()
+        if self._engine_lost:
+            raise RuntimeError("the engine process exited; its streams were closed with 1011")
 
     @property
     def health(self) -> Health:
@@ -137,6 +146,11 @@ class AsrServer:
     @health.setter
     def health(self, state: Health) -> None:
         self.seats.set_state(self._index, state)
+
+    def _lost_engine(self) -> None:
+        """The engine process died: its streams are closed (1011); stop, to exit non-zero."""
+        self._engine_lost = True
+        self.stop()
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""

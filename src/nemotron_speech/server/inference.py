@@ -1,118 +1,131 @@
-"""The inference thread: the only code that touches the `AsrEngine`.
+"""Where the scheduler (`scheduler.py`) runs: on a thread of the server's process, or in a
+process of its own (`--engine-process`); the connections talk to either through one interface.
 
-The engine is synchronous and not thread-safe, and a model step takes milliseconds to tens of
-milliseconds, so it runs on one dedicated thread and never on the event loop. Connections send it
-commands through a queue; the thread applies every queued command, then runs ONE `engine.step()`
-over all streams that have a full chunk (so all connections' audio is batched into one model
-call), sends the step's results back to the event loop in one call, and repeats. While the
-engine has no work the thread sleeps on the queue.
-
-Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
-the thread waits for more chunks to join a step, but never longer than `batch_wait` past the
-moment the oldest ready chunk became ready. It steps at once when waiting cannot help: every open
-stream has a chunk ready (so a lone stream never waits), the ready streams fill the largest batch,
-or a finalize is in progress (a finalize jumps the queue: the user is waiting for its final).
-
-Ordering: commands of one stream are applied in the order they were sent, and results reach the
-connection in the order they were produced. While a stream is finalizing, its next finalize, flush
-or reset waits and is replayed when the final is out (each request gets its own final), and so
-does everything sent after it; audio sent during a context-keeping finalize goes straight to the
-engine, which queues it after the padding, while audio sent during a reset waits (the engine
-accepts none until the stream is clean). Either way a client may stream the next utterance
-without waiting for the previous final.
-
-Backpressure: the thread tells each connection how much of its audio the engine has consumed
-(`Consumed`, sent whenever a stream has caught up: less than one chunk of its audio left), so the
-connection can stop reading a client that is at its bound and resume once this arrives.
+On a thread, the engine's step shares the interpreter's lock with the event loop: each time the
+step releases it (every torch call does), it must win it back from a loop busy with hundreds of
+connections, so steps stretch at scale (docs/server.md has the measurement). In a process of its
+own the scheduler has an interpreter to itself; commands cross a pipe in one batch per loop
+iteration, and events come back in one batch per step, with the metric updates the scheduler
+made (replayed into the server's registry, so `/metrics` is unchanged).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import multiprocessing
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from nemotron_speech.asr.errors import AsrError, BufferFullError
-from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
+from nemotron_speech.protocol import CloseCode, Error
 from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.scheduler import (
+    Close,
+    Command,
+    Consumed,
+    Event,
+    Feed,
+    Finalize,
+    Flush,
+    Open,
+    Opened,
+    Scheduler,
+    Stop,
+    StreamClosed,
+)
+
+__all__ = ["Consumed", "EngineInfo", "Event", "InferenceProcess", "InferenceThread", "StreamClosed"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class StreamClosed:
-    """Sent to a connection whose stream the thread had to end; the connection closes with it."""
-
-    code: CloseCode
-    reason: str
-
-
-@dataclass(frozen=True)
-class Consumed:
-    """The engine has run every byte of this stream's audio up to `total_bytes` (counted from
-    the stream's first byte) but less than one chunk: what the connection's bound subtracts."""
-
-    total_bytes: int
-
-
-Event = Transcript | Error | StreamClosed | Consumed
 Sink = Callable[[Event], None]  # called on the event loop
 
 
 @dataclass(frozen=True)
-class _Open:
-    sink: Sink
-    reply: asyncio.Future
+class EngineInfo:
+    """What the server says about its engine (Ready message, start-up log)."""
+
+    chunk_ms: float
+    right_context: int
+    device: str
+    supported_right_contexts: tuple[int, ...]
+    memory: str
+
+    @classmethod
+    def of(cls, engine: Any) -> EngineInfo:
+        return cls(
+            engine.chunk_ms,
+            engine.right_context,
+            str(engine.device),
+            tuple(engine.supported_right_contexts),
+            engine.memory_report(),
+        )
 
 
-@dataclass(frozen=True)
-class _Feed:
-    stream_id: int
-    data: bytes
+class _Inference:
+    """The connections' side: opens streams, sends commands, routes events to their sinks."""
+
+    def __init__(self, metrics: ServerMetrics, loop: asyncio.AbstractEventLoop):
+        self._metrics = metrics
+        self._loop = loop
+        self._sinks: dict[int, Sink] = {}
+        self._opening: dict[int, asyncio.Future] = {}
+        self._next_key = 0
+        self.loaded: asyncio.Future = loop.create_future()  # EngineInfo, or the load error
+
+    async def open(self, sink: Sink) -> int:
+        """Open an engine stream whose events go to `sink`; returns its id."""
+        key, self._next_key = self._next_key, self._next_key + 1
+        self._sinks[key] = sink
+        self._opening[key] = self._loop.create_future()
+        self._submit(Open(key))
+        return await self._opening[key]
+
+    def feed(self, stream_id: int, data: bytes) -> None:
+        self._submit(Feed(stream_id, data))
+
+    def finalize(self, stream_id: int, reset: bool = False) -> None:
+        """The words since the last final; `reset` then starts the stream clean."""
+        self._submit(Finalize(stream_id, reset, time.perf_counter()))
+
+    def flush(self, stream_id: int) -> None:
+        """The current text; nothing changes."""
+        self._submit(Flush(stream_id))
+
+    def close(self, stream_id: int) -> None:
+        self._submit(Close(stream_id))
+
+    def _submit(self, command: Command) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self, events: list[tuple[int, Event]]) -> None:
+        """On the loop: each event to its connection (a closed one's are dropped)."""
+        for key, event in events:
+            if isinstance(event, Opened):
+                _settle(self._opening.pop(key), event.stream_id, None)
+            elif (sink := self._sinks.get(key)) is not None:
+                sink(event)
+                if isinstance(event, StreamClosed):
+                    del self._sinks[key]
+
+    def _fail_all(self, error: BaseException) -> None:
+        """On the loop, when the engine is gone: end every stream with 1011, fail what waits."""
+        _settle(self.loaded, None, error)
+        for future in self._opening.values():
+            _settle(future, None, error)
+        for sink in self._sinks.values():
+            sink(Error("internal error in the ASR engine; reconnect"))
+            sink(StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        self._sinks.clear()
 
 
-@dataclass(frozen=True)
-class _Finalize:
-    stream_id: int
-    reset: bool
-    received_at: float
-
-
-@dataclass(frozen=True)
-class _Flush:
-    stream_id: int
-
-
-@dataclass(frozen=True)
-class _Close:
-    stream_id: int
-
-
-_STOP = object()
-
-
-@dataclass
-class _Stream:
-    """What the thread keeps per stream besides the engine's own state."""
-
-    sink: Sink
-    finalize_requested_at: float | None = None  # set while a finalize is in progress
-    resetting: bool = False  # ... and it is a reset: the engine takes no audio until the final
-    deferred: list[_Feed | _Finalize | _Flush] = field(default_factory=list)  # wait for the final
-    deferred_bytes: int = 0  # audio among `deferred`, bounded like the engine's buffer
-    failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
-    fed_bytes: int = 0  # audio given to the engine so far
-    consumed_bytes: int = 0  # the last `Consumed` sent
-
-
-class InferenceThread:
-    """Owns the engine on its own thread; every public method is safe to call from the loop."""
+class InferenceThread(_Inference):
+    """The scheduler on a thread of this process (the default; in-process tests reach
+    `engine`)."""
 
     def __init__(
         self,
@@ -122,273 +135,215 @@ class InferenceThread:
         batch_wait: float = 0.0,
         max_batch: int = 1024,
     ):
+        super().__init__(metrics, loop)
         self._load_engine = load_engine
-        self._batch_wait = batch_wait  # seconds a ready chunk may wait for others to join it
-        self._max_batch = max_batch  # ready streams that make a step worth running at once
-        self._metrics = metrics
-        self._loop = loop
+        self._options = (batch_wait, max_batch)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._streams: dict[int, _Stream] = {}
-        # stream id -> when its chunk became ready, oldest first (dicts keep insertion order)
-        self._ready: dict[int, float] = {}
-        self._finalizing: set[int] = set()  # streams whose final is in progress
-        self._outbox: list[tuple[Sink, Event]] = []  # events for the loop, sent once per batch
         self._thread = threading.Thread(target=self._main, name="asr-inference", daemon=True)
         self.engine: Any = None
-        self.loaded: asyncio.Future = loop.create_future()  # the engine, or the load error
 
     def start(self) -> None:
         self._thread.start()
 
-    async def open(self, sink: Sink) -> int:
-        """Open an engine stream whose results go to `sink`; returns its id."""
-        reply = self._loop.create_future()
-        self._commands.put(_Open(sink, reply))
-        return await reply
-
-    def feed(self, stream_id: int, data: bytes) -> None:
-        self._commands.put(_Feed(stream_id, data))
-
-    def finalize(self, stream_id: int, reset: bool = False) -> None:
-        """The words since the last final; `reset` then starts the stream clean."""
-        self._commands.put(_Finalize(stream_id, reset, time.perf_counter()))
-
-    def flush(self, stream_id: int) -> None:
-        """The current text; nothing changes."""
-        self._commands.put(_Flush(stream_id))
-
-    def close(self, stream_id: int) -> None:
-        self._commands.put(_Close(stream_id))
-
     def stop(self, timeout: float = 10.0) -> None:
-        """Let the thread finish its queued commands and exit."""
-        self._commands.put(_STOP)
+        """Let the scheduler finish its queued commands and exit."""
+        self._commands.put(Stop())
         self._thread.join(timeout)
 
-    # -- the thread ------------------------------------------------------------------------
+    def _submit(self, command: Command) -> None:
+        self._commands.put(command)
 
     def _main(self) -> None:
         try:
-            engine = self._load_engine()
+            self.engine = self._load_engine()
+            info = EngineInfo.of(self.engine)
         except BaseException as exc:  # report every load failure to the loop, then end
             self._loop.call_soon_threadsafe(_settle, self.loaded, None, exc)
             return
-        self.engine = engine
-        self._loop.call_soon_threadsafe(_settle, self.loaded, engine, None)
-        self._serve()
+        self._loop.call_soon_threadsafe(_settle, self.loaded, info, None)
+        Scheduler(self.engine, self._metrics, self._post, *self._options).serve(self._receive)
 
-    def _serve(self) -> None:
-        while True:
-            if not self._apply_all(self._drain()):
-                return
-            delay = self._step_delay()
-            if delay == 0:
-                self._step()
-                continue
-            try:  # sleep until a command comes or the oldest ready chunk's deadline passes
-                command = self._commands.get(timeout=delay)
-            except queue.Empty:
-                continue
-            if not self._apply_all([command]):
-                return
+    def _post(self, events: list[tuple[int, Event]]) -> None:
+        if events:
+            self._loop.call_soon_threadsafe(self._dispatch, events)
 
-    def _step_delay(self) -> float | None:
-        """Seconds to wait before the next step (see the module's scheduling); None: no work."""
-        if self._finalizing:
-            return 0.0
-        if not self._ready:
-            return None
-        if len(self._ready) >= min(len(self._streams), self._max_batch):
-            return 0.0
-        oldest = next(iter(self._ready.values()))
-        return max(0.0, oldest + self._batch_wait - time.perf_counter())
-
-    def _apply_all(self, commands: list) -> bool:
-        """Apply commands in order; False when one of them is the stop signal."""
+    def _receive(self, timeout: float | None) -> list:
         try:
-            for command in commands:
-                if command is _STOP:
-                    return False
-                try:
-                    self._apply(command)
-                except Exception:  # a bug must cost one stream, never the inference thread
-                    log.exception("failed to apply %s", type(command).__name__)
-                    self._fail(getattr(command, "stream_id", None))
-            return True
-        finally:
-            self._post()
-
-    def _drain(self) -> list:
-        commands = []
+            commands = [self._commands.get(timeout=timeout)]
+        except queue.Empty:
+            return []
         while True:
             try:
                 commands.append(self._commands.get_nowait())
             except queue.Empty:
                 return commands
 
-    def _apply(self, command) -> None:
-        if isinstance(command, _Open):
-            stream_id = self.engine.open_stream()
-            self._streams[stream_id] = _Stream(command.sink)
-            self._metrics.streams_open.set(self.engine.open_streams)
-            self._loop.call_soon_threadsafe(_settle, command.reply, stream_id, None)
-            return
-        if isinstance(command, _Close):
-            if self._streams.pop(command.stream_id, None) is not None:
-                self._forget(command.stream_id)
-                self.engine.close(command.stream_id)
-            self._metrics.streams_open.set(self.engine.open_streams)
-            return
-        stream = self._streams.get(command.stream_id)
-        if stream is None or stream.failed:
-            return
-        if self._must_wait(stream, command):
-            if isinstance(command, _Feed):
-                stream.deferred_bytes += len(command.data)
-                if stream.deferred_bytes > 2 * self.engine.max_buffered_samples:
-                    self._buffer_full(
-                        command.stream_id, stream, "too much audio arrived while finalizing"
-                    )
-                    return
-            stream.deferred.append(command)
-        elif isinstance(command, _Feed):
-            self._feed(command.stream_id, stream, command.data)
-        elif isinstance(command, _Finalize):
-            self.engine.request_finalize(command.stream_id, reset=command.reset)
-            stream.finalize_requested_at = command.received_at
-            stream.resetting = command.reset
-            self._finalizing.add(command.stream_id)
-        else:
-            self._flush(command.stream_id, stream)
 
-    @staticmethod
-    def _must_wait(stream: _Stream, command) -> bool:
-        """Whether `command` waits for the final in progress (see the module's ordering)."""
-        if stream.deferred:
-            return True
-        if stream.finalize_requested_at is None:
-            return False
-        return stream.resetting or not isinstance(command, _Feed)
+class InferenceProcess(_Inference):
+    """The scheduler in a spawned process of its own, fed through a pipe."""
 
-    def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+    def __init__(
+        self,
+        load_engine: Callable[[], Any],
+        metrics: ServerMetrics,
+        loop: asyncio.AbstractEventLoop,
+        batch_wait: float = 0.0,
+        max_batch: int = 1024,
+        on_failure: Callable[[], None] = lambda: None,
+    ):
+        super().__init__(metrics, loop)
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(
+            target=_engine_main,
+            args=(load_engine, child, batch_wait, max_batch, logging.getLogger().level),
+            name="asr-engine",
+            daemon=True,
+        )
+        self._on_failure = on_failure
+        self._batch: list[Command] = []  # commands of this loop iteration
+        self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = False
+
+    def start(self) -> None:
+        self._process.start()
+        threading.Thread(target=self._send_forever, name="asr-engine-send", daemon=True).start()
+        threading.Thread(target=self._read_forever, name="asr-engine-read", daemon=True).start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the engine process finish its queued commands and exit."""
+        self._stopping = True
+        self._submit(Stop())
+        self._send_batch()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def _submit(self, command: Command) -> None:
+        """Batch the commands of one loop iteration into one message (one pickle, one write)."""
+        if not self._batch:
+            self._loop.call_soon(self._send_batch)
+        self._batch.append(command)
+
+    def _send_batch(self) -> None:
+        if self._batch:
+            self._outgoing.put(self._batch)
+            self._batch = []
+
+    def _send_forever(self) -> None:
+        """Writes on a thread: a pipe full while the engine steps must not block the loop."""
+        while True:
+            batch = self._outgoing.get()
+            try:
+                self._pipe.send(batch)
+            except OSError:
+                return  # the process is gone; the reader reports it
+            if isinstance(batch[-1], Stop):
+                return
+
+    def _read_forever(self) -> None:
+        while True:
+            try:
+                kind, payload, updates = self._pipe.recv()
+            except (EOFError, OSError):
+                self._loop.call_soon_threadsafe(self._lost)
+                return
+            self._loop.call_soon_threadsafe(self._receive, kind, payload, updates)
+
+    def _receive(self, kind: str, payload: Any, updates: tuple) -> None:
+        _replay(self._metrics, updates)
+        if kind == "events":
+            self._dispatch(payload)
+        elif kind == "loaded":
+            _settle(self.loaded, payload, None)
+        else:  # "failed": the load error, as text (exceptions of torch do not always pickle)
+            _settle(self.loaded, None, RuntimeError(payload))
+
+    def _lost(self) -> None:
+        if self._stopping:
+            return
+        log.error("the engine process exited (code %s)", self._process.exitcode)
+        self._fail_all(RuntimeError("the engine process exited"))
+        self._on_failure()
+
+
+class _MetricUpdates:
+    """Stands in for `ServerMetrics` in the engine process: records its updates, summed where
+    they add up (one `audio_seconds.inc` per step, not per packet), for the server to replay."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _MetricUpdate] = {}
+        self.increments: dict[tuple[str, str | None], float] = {}
+        self.values: dict[str, float] = {}
+        self.observations: list[tuple[str, float]] = []
+
+    def __getattr__(self, name: str) -> _MetricUpdate:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._metrics.setdefault(name, _MetricUpdate(self, name))
+
+    def take(self) -> tuple:
+        """The updates since the last call, as (increments, values, observations)."""
+        taken = (self.increments, self.values, self.observations)
+        self.increments, self.values, self.observations = {}, {}, []
+        return taken
+
+
+class _MetricUpdate:
+    def __init__(self, updates: _MetricUpdates, name: str):
+        self._updates = updates
+        self._name = name
+
+    def inc(self, amount: float = 1.0, label: str | None = None) -> None:
+        key = (self._name, label)
+        increments = self._updates.increments
+        increments[key] = increments.get(key, 0.0) + amount
+
+    def set(self, value: float) -> None:
+        self._updates.values[self._name] = value
+
+    def observe(self, value: float) -> None:
+        self._updates.observations.append((self._name, value))
+
+
+def _replay(metrics: ServerMetrics, updates: tuple) -> None:
+    """Apply `_MetricUpdates.take()` to the server's metrics."""
+    increments, values, observations = updates
+    for (name, label), amount in increments.items():
+        metric = getattr(metrics, name)
+        metric.inc(amount) if label is None else metric.inc(amount, label=label)
+    for name, value in values.items():
+        getattr(metrics, name).set(value)
+    for name, value in observations:
+        getattr(metrics, name).observe(value)
+
+
+def _engine_main(load_engine, pipe, batch_wait: float, max_batch: int, log_level: int) -> None:
+    """The engine process: load, report, then schedule until told to stop or orphaned."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = _MetricUpdates()
+    try:
+        engine = load_engine()
+        pipe.send(("loaded", EngineInfo.of(engine), metrics.take()))
+    except BaseException as exc:
+        pipe.send(("failed", f"{type(exc).__name__}: {exc}", metrics.take()))
+        return
+
+    def post(events: list) -> None:
+        updates = metrics.take()
+        if events or updates:
+            pipe.send(("events", events, updates))
+
+    def receive(timeout: float | None) -> list:
+        commands: list = []
         try:
-            self.engine.feed(stream_id, data)
-        except BufferFullError as exc:
-            self._buffer_full(stream_id, stream, str(exc))
-            return
-        stream.fed_bytes += len(data)
-        self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
-        if stream_id not in self._ready and self.engine.has_chunk(stream_id):
-            self._ready[stream_id] = time.perf_counter()
+            while pipe.poll(timeout if not commands else 0):
+                commands += pipe.recv()
+        except (EOFError, OSError):  # the server process is gone
+            return [Stop()]
+        return commands
 
-    def _forget(self, stream_id: int) -> None:
-        """Drop a stream that is closed or failed from the scheduler's books."""
-        self._ready.pop(stream_id, None)
-        self._finalizing.discard(stream_id)
-
-    def _buffer_full(self, stream_id: int, stream: _Stream, detail: str) -> None:
-        """End a stream whose audio passed the engine's bound (the last line of defence: the
-        connection stops reading before that): dropping audio would silently corrupt its
-        transcript, and an unbounded buffer would let it exhaust memory."""
-        stream.failed = True
-        self._forget(stream_id)
-        self._send(stream, Error(f"audio buffer full: {detail}"))
-        self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
-        self._metrics.client_errors.inc(label="buffer_full")
-
-    def _step(self, only: tuple[int, ...] | None = None) -> bool:
-        """One engine step (over every ready stream, or `only` these); False if it ran none."""
-        started = time.perf_counter()
-        try:
-            results = self.engine.step(only=only)
-        except Exception:
-            log.exception("engine step failed; closing every stream")
-            for stream_id in list(self._streams):
-                self._fail(stream_id)
-            self._post()
-            return False
-        info = self.engine.last_step
-        for stream_id in info.stream_ids:  # behind: what is left was ready before this step
-            if self._ready.pop(stream_id, None) is not None and self.engine.has_chunk(stream_id):
-                self._ready[stream_id] = started
-        if info.batch_size:
-            self._metrics.steps.inc()
-            self._metrics.batch_size.observe(info.batch_size)
-            self._metrics.step_seconds.observe(info.seconds)
-        for result in results:
-            stream = self._streams.get(result.stream_id)
-            if stream is not None:
-                self._deliver(stream, result)
-        for stream_id in info.stream_ids:
-            self._report_consumed(stream_id)
-        self._post()
-        return info.batch_size > 0
-
-    def _report_consumed(self, stream_id: int) -> None:
-        """Tell the connection how far the engine got, once the stream has caught up (less than
-        a chunk left): exact, and at most once per step even for a stream fed in tiny frames."""
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.failed or stream.fed_bytes == stream.consumed_bytes:
-            return
-        if not self.engine.has_chunk(stream_id):
-            stream.consumed_bytes = stream.fed_bytes
-            self._send(stream, Consumed(stream.fed_bytes))
-
-    def _fail(self, stream_id: int | None) -> None:
-        """End a stream after an internal error: tell the client, close with 1011, free it."""
-        stream = self._streams.pop(stream_id, None)
-        if stream is None:
-            return
-        stream.failed = True
-        self._forget(stream_id)
-        self._send(stream, Error("internal error in the ASR engine; reconnect"))
-        self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
-        with contextlib.suppress(AsrError):
-            self.engine.close(stream_id)
-        self._metrics.streams_open.set(self.engine.open_streams)
-
-    def _deliver(self, stream: _Stream, result) -> None:
-        if not result.is_final:
-            self._send(stream, Transcript(result.text))
-            self._metrics.transcripts.inc(label="interim")
-            return
-        self._send(stream, Transcript(result.text, is_final=True, finalize=True))
-        self._metrics.transcripts.inc(label="final")
-        if stream.finalize_requested_at is not None:
-            self._metrics.finalize_seconds.observe(
-                time.perf_counter() - stream.finalize_requested_at
-            )
-        stream.finalize_requested_at, stream.resetting = None, False
-        self._finalizing.discard(result.stream_id)
-        deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
-        for command in deferred:
-            self._apply(command)
-
-    def _flush(self, stream_id: int, stream: _Stream) -> None:
-        """Answer a flush with the text of all audio received before it (up to the last full
-        chunk): first step this stream alone through its backlog, usually nothing or one chunk,
-        then report its text and leave its state as it is."""
-        while self._step(only=(stream_id,)):
-            pass
-        if stream.failed:
-            return
-        self._send(stream, Transcript(self.engine.flush(stream_id), is_final=True))
-        self._metrics.transcripts.inc(label="flush")
-
-    def _send(self, stream: _Stream, event: Event) -> None:
-        self._outbox.append((stream.sink, event))
-
-    def _post(self) -> None:
-        """Hand every event queued since the last post to the loop in one call: one wake-up of
-        the loop per step, not one per stream."""
-        if self._outbox:
-            self._loop.call_soon_threadsafe(_dispatch, self._outbox)
-            self._outbox = []
-
-
-def _dispatch(events: list[tuple[Sink, Event]]) -> None:
-    for sink, event in events:
-        sink(event)
+    Scheduler(engine, metrics, post, batch_wait, max_batch).serve(receive)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

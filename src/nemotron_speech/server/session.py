@@ -39,7 +39,13 @@ from nemotron_speech.protocol import (
     encode,
     parse_client_message,
 )
-from nemotron_speech.server.inference import Consumed, Event, InferenceThread, StreamClosed
+from nemotron_speech.server.inference import (
+    Consumed,
+    Event,
+    InferenceProcess,
+    InferenceThread,
+    StreamClosed,
+)
 from nemotron_speech.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ class Session:
     def __init__(
         self,
         websocket: ServerConnection,
-        inference: InferenceThread,
+        inference: InferenceThread | InferenceProcess,
         ready: Ready,
         metrics: ServerMetrics,
         limits: Limits,

@@ -1,0 +1,340 @@
+"""The scheduler: the only code that touches the `AsrEngine`, on a thread or process of its own.
+
+The engine is synchronous and not thread-safe, and a model step takes milliseconds to tens of
+milliseconds, so it never runs on the event loop (`inference.py` puts the scheduler on a thread,
+or in a process of its own). Connections send it commands; it applies every queued command, then
+runs ONE `engine.step()` over all streams that have a full chunk (so all connections' audio is
+batched into one model call), hands the step's events back in one call, and repeats. While the
+engine has no work it sleeps until a command comes.
+
+Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
+the scheduler waits for more chunks to join a step, but never longer than `batch_wait` past the
+moment the oldest ready chunk became ready. It steps at once when waiting cannot help: every open
+stream has a chunk ready (so a lone stream never waits), the ready streams fill the largest batch,
+or a finalize is in progress (a finalize jumps the queue: the user is waiting for its final).
+
+Ordering: commands of one stream are applied in the order they were sent, and results reach the
+connection in the order they were produced. While a stream is finalizing, its next finalize, flush
+or reset waits and is replayed when the final is out (each request gets its own final), and so
+does everything sent after it; audio sent during a context-keeping finalize goes straight to the
+engine, which queues it after the padding, while audio sent during a reset waits (the engine
+accepts none until the stream is clean). Either way a client may stream the next utterance
+without waiting for the previous final.
+
+Backpressure: the scheduler tells each connection how much of its audio the engine has consumed
+(`Consumed`, sent whenever a stream has caught up: less than one chunk of its audio left), so the
+connection can stop reading a client that is at its bound and resume once this arrives.
+
+Every command and event is a small picklable dataclass, so the same messages cross a thread's
+queue or a process's pipe; events are addressed by the connection's `key`, never a callable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemotron_speech.asr.errors import AsrError, BufferFullError
+from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
+
+log = logging.getLogger("nemotron_speech.server.inference")
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    """Sent to a connection whose stream the scheduler had to end; the connection closes."""
+
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """The engine has run every byte of this stream's audio up to `total_bytes` (counted from
+    the stream's first byte) but less than one chunk: what the connection's bound subtracts."""
+
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The answer to `Open`: the engine stream's id."""
+
+    stream_id: int
+
+
+Event = Transcript | Error | StreamClosed | Consumed | Opened
+
+
+@dataclass(frozen=True)
+class Open:
+    key: int  # the connection's: every event of the stream is addressed to it
+
+
+@dataclass(frozen=True)
+class Feed:
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Finalize:
+    stream_id: int
+    reset: bool
+    received_at: float  # time.perf_counter(): the system's monotonic clock, same in every process
+
+
+@dataclass(frozen=True)
+class Flush:
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class Close:
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Finish the commands before this one, then end `serve()`."""
+
+
+Command = Open | Feed | Finalize | Flush | Close | Stop
+Receive = Callable[[float | None], list]  # commands, waiting up to that long (None: forever)
+PostEvents = Callable[[list[tuple[int, Event]]], None]
+
+
+@dataclass
+class _Stream:
+    """What the scheduler keeps per stream besides the engine's own state."""
+
+    key: int
+    finalize_requested_at: float | None = None  # set while a finalize is in progress
+    resetting: bool = False  # ... and it is a reset: the engine takes no audio until the final
+    deferred: list[Feed | Finalize | Flush] = field(default_factory=list)  # wait for the final
+    deferred_bytes: int = 0  # audio among `deferred`, bounded like the engine's buffer
+    failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
+    fed_bytes: int = 0  # audio given to the engine so far
+    consumed_bytes: int = 0  # the last `Consumed` sent
+
+
+class Scheduler:
+    """Runs `engine` for the connections; `post_events` gets each batch of their events."""
+
+    def __init__(
+        self,
+        engine: Any,
+        metrics: Any,
+        post_events: PostEvents,
+        batch_wait: float = 0.0,
+        max_batch: int = 1024,
+    ):
+        self.engine = engine
+        self._metrics = metrics  # ServerMetrics, or what records its updates for another process
+        self._post_events = post_events
+        self._batch_wait = batch_wait  # seconds a ready chunk may wait for others to join it
+        self._max_batch = max_batch  # ready streams that make a step worth running at once
+        self._streams: dict[int, _Stream] = {}
+        # stream id -> when its chunk became ready, oldest first (dicts keep insertion order)
+        self._ready: dict[int, float] = {}
+        self._finalizing: set[int] = set()  # streams whose final is in progress
+        self._outbox: list[tuple[int, Event]] = []  # events not yet posted
+
+    def serve(self, receive: Receive) -> None:
+        """Apply commands and step until a `Stop` arrives."""
+        while True:
+            delay = self._step_delay()
+            if delay == 0:
+                self._step()
+                continue
+            # sleep until commands come or the oldest ready chunk's deadline passes
+            if not self._apply_all(receive(delay)):
+                return
+
+    def _step_delay(self) -> float | None:
+        """Seconds to wait before the next step (see the module's scheduling); None: no work."""
+        if self._finalizing:
+            return 0.0
+        if not self._ready:
+            return None
+        if len(self._ready) >= min(len(self._streams), self._max_batch):
+            return 0.0
+        oldest = next(iter(self._ready.values()))
+        return max(0.0, oldest + self._batch_wait - time.perf_counter())
+
+    def _apply_all(self, commands: list) -> bool:
+        """Apply commands in order; False when one of them is the stop signal."""
+        try:
+            for command in commands:
+                if isinstance(command, Stop):
+                    return False
+                try:
+                    self._apply(command)
+                except Exception:  # a bug must cost one stream, never the inference thread
+                    log.exception("failed to apply %s", type(command).__name__)
+                    self._fail(getattr(command, "stream_id", None))
+            return True
+        finally:
+            self._post()
+
+    def _apply(self, command) -> None:
+        if isinstance(command, Open):
+            stream_id = self.engine.open_stream()
+            self._streams[stream_id] = _Stream(command.key)
+            self._metrics.streams_open.set(self.engine.open_streams)
+            self._outbox.append((command.key, Opened(stream_id)))
+            return
+        if isinstance(command, Close):
+            if self._streams.pop(command.stream_id, None) is not None:
+                self._forget(command.stream_id)
+                self.engine.close(command.stream_id)
+            self._metrics.streams_open.set(self.engine.open_streams)
+            return
+        stream = self._streams.get(command.stream_id)
+        if stream is None or stream.failed:
+            return
+        if self._must_wait(stream, command):
+            if isinstance(command, Feed):
+                stream.deferred_bytes += len(command.data)
+                if stream.deferred_bytes > 2 * self.engine.max_buffered_samples:
+                    self._buffer_full(
+                        command.stream_id, stream, "too much audio arrived while finalizing"
+                    )
+                    return
+            stream.deferred.append(command)
+        elif isinstance(command, Feed):
+            self._feed(command.stream_id, stream, command.data)
+        elif isinstance(command, Finalize):
+            self.engine.request_finalize(command.stream_id, reset=command.reset)
+            stream.finalize_requested_at = command.received_at
+            stream.resetting = command.reset
+            self._finalizing.add(command.stream_id)
+        else:
+            self._flush(command.stream_id, stream)
+
+    @staticmethod
+    def _must_wait(stream: _Stream, command) -> bool:
+        """Whether `command` waits for the final in progress (see the module's ordering)."""
+        if stream.deferred:
+            return True
+        if stream.finalize_requested_at is None:
+            return False
+        return stream.resetting or not isinstance(command, Feed)
+
+    def _feed(self, stream_id: int, stream: _Stream, data: bytes) -> None:
+        try:
+            self.engine.feed(stream_id, data)
+        except BufferFullError as exc:
+            self._buffer_full(stream_id, stream, str(exc))
+            return
+        stream.fed_bytes += len(data)
+        self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
+        if stream_id not in self._ready and self.engine.has_chunk(stream_id):
+            self._ready[stream_id] = time.perf_counter()
+
+    def _forget(self, stream_id: int) -> None:
+        """Drop a stream that is closed or failed from the scheduler's books."""
+        self._ready.pop(stream_id, None)
+        self._finalizing.discard(stream_id)
+
+    def _buffer_full(self, stream_id: int, stream: _Stream, detail: str) -> None:
+        """End a stream whose audio passed the engine's bound (the last line of defence: the
+        connection stops reading before that): dropping audio would silently corrupt its
+        transcript, and an unbounded buffer would let it exhaust memory."""
+        stream.failed = True
+        self._forget(stream_id)
+        self._send(stream, Error(f"audio buffer full: {detail}"))
+        self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
+        self._metrics.client_errors.inc(label="buffer_full")
+
+    def _step(self, only: tuple[int, ...] | None = None) -> bool:
+        """One engine step (over every ready stream, or `only` these); False if it ran none."""
+        started = time.perf_counter()
+        try:
+            results = self.engine.step(only=only)
+        except Exception:
+            log.exception("engine step failed; closing every stream")
+            for stream_id in list(self._streams):
+                self._fail(stream_id)
+            self._post()
+            return False
+        info = self.engine.last_step
+        for stream_id in info.stream_ids:  # behind: what is left was ready before this step
+            if self._ready.pop(stream_id, None) is not None and self.engine.has_chunk(stream_id):
+                self._ready[stream_id] = started
+        if info.batch_size:
+            self._metrics.steps.inc()
+            self._metrics.batch_size.observe(info.batch_size)
+            self._metrics.step_seconds.observe(info.seconds)
+        for result in results:
+            stream = self._streams.get(result.stream_id)
+            if stream is not None:
+                self._deliver(stream, result)
+        for stream_id in info.stream_ids:
+            self._report_consumed(stream_id)
+        self._post()
+        return info.batch_size > 0
+
+    def _report_consumed(self, stream_id: int) -> None:
+        """Tell the connection how far the engine got, once the stream has caught up (less than
+        a chunk left): exact, and at most once per step even for a stream fed in tiny frames."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.failed or stream.fed_bytes == stream.consumed_bytes:
+            return
+        if not self.engine.has_chunk(stream_id):
+            stream.consumed_bytes = stream.fed_bytes
+            self._send(stream, Consumed(stream.fed_bytes))
+
+    def _fail(self, stream_id: int | None) -> None:
+        """End a stream after an internal error: tell the client, close with 1011, free it."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.failed = True
+        self._forget(stream_id)
+        self._send(stream, Error("internal error in the ASR engine; reconnect"))
+        self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        with contextlib.suppress(AsrError):
+            self.engine.close(stream_id)
+        self._metrics.streams_open.set(self.engine.open_streams)
+
+    def _deliver(self, stream: _Stream, result) -> None:
+        if not result.is_final:
+            self._send(stream, Transcript(result.text))
+            self._metrics.transcripts.inc(label="interim")
+            return
+        self._send(stream, Transcript(result.text, is_final=True, finalize=True))
+        self._metrics.transcripts.inc(label="final")
+        if stream.finalize_requested_at is not None:
+            self._metrics.finalize_seconds.observe(
+                time.perf_counter() - stream.finalize_requested_at
+            )
+        stream.finalize_requested_at, stream.resetting = None, False
+        self._finalizing.discard(result.stream_id)
+        deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
+        for command in deferred:
+            self._apply(command)
+
+    def _flush(self, stream_id: int, stream: _Stream) -> None:
+        """Answer a flush with the text of all audio received before it (up to the last full
+        chunk): first step this stream alone through its backlog, usually nothing or one chunk,
+        then report its text and leave its state as it is."""
+        while self._step(only=(stream_id,)):
+            pass
+        if stream.failed:
+            return
+        self._send(stream, Transcript(self.engine.flush(stream_id), is_final=True))
+        self._metrics.transcripts.inc(label="flush")
+
+    def _send(self, stream: _Stream, event: Event) -> None:
+        self._outbox.append((stream.key, event))
+
+    def _post(self) -> None:
+        """Hand every event queued since the last post to the connections in one call: one
+        wake-up of the event loop per step, not one per stream."""
+        events, self._outbox = self._outbox, []
+        self._post_events(events)
