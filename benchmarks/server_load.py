@@ -330,6 +330,7 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
 def serve(args) -> AsrServerProcess:
     """The server on a free port, its log on this process's stderr."""
     workers = ("--workers", str(args.workers)) if args.workers != 1 else ()
+    workers += ("--engine-process",) if args.engine_process else ()
     return start_server(
         "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
@@ -348,7 +349,8 @@ def main() -> None:
     parser.add_argument("--right-context", type=int, default=1)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
     parser.add_argument("--precision", default="fp32", help="server option: fp32, bf16, fp16")
-    parser.add_argument("--workers", type=int, default=1, help="server option: engine processes")
+    parser.add_argument("--workers", type=int, default=1, help="server option: processes")
+    parser.add_argument("--engine-process", action="store_true", help="server option")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument(
@@ -403,6 +405,7 @@ def main() -> None:
         "batch_wait_ms": args.batch_wait_ms,
         "precision": args.precision,
         "workers": args.workers,
+        "engine_process": args.engine_process,
         "command": " ".join(sys.argv),
         "solo_tokens": [u.tokens for u in utterances],
         "server_finals_differing_from_engine": differ,
