@@ -132,7 +132,7 @@ def test_stream_audio_buffer_keeps_what_frames_need_through_a_backlog():
     assert len(mel._buffer) == min(sizes) < max(sizes)
 
 
-def test_soft_flush_changes_nothing(engine, speech):
+def test_flush_changes_nothing(engine, speech):
     samples = speech[1]
     stream = engine.open_stream()
     half = len(samples) // 2
