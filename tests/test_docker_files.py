@@ -20,7 +20,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from tools import unavailable
 
@@ -163,24 +162,6 @@ def test_haproxy_config_is_valid():
         [haproxy, "-c", "-f", str(DOCKER / "haproxy.cfg")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_docker_compose_config():
-    probe = (
-        subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if shutil.which("docker")
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed here (no Docker engine on CI)")
-    for extra in COMPOSE_FILES[1:]:
-        result = subprocess.run(
-            ["docker", "compose", "-f", "compose.yaml", "-f", extra, "config", "--quiet"],
-            capture_output=True,
-            text=True,
-            cwd=DOCKER,
-        )
-        assert result.returncode == 0, result.stderr
 
 
 def test_bot_environment_names_are_ones_the_bot_reads(monkeypatch):
