@@ -1,7 +1,8 @@
 """What a failure costs, on an in-process ASR server (so a fault can be put into its engine):
 an engine failure ends its own stream with 1011 and no other, audio past the engine's own bound
 ends its stream with 1008, a handshake under way when shutdown begins is refused, one completed
-as it begins is closed with 1013, and an idle client is closed with 4000."""
+as it begins is closed with 1013, an idle client is closed with 4000, and a server whose own
+engine process (`--engine-process`) dies closes its streams with 1011 and stops."""
 
 from __future__ import annotations
 
@@ -159,3 +160,32 @@ async def test_an_idle_client_is_closed(asr_model_path):
         assert events == [Error("no message for 0.5 s")]
         assert (client.close_code, client.close_reason) == (CloseCode.IDLE_TIMEOUT, "idle timeout")
         assert 'asr_client_errors_total{cause="idle_timeout"} 1.0' in server.metrics.render()
+
+
+async def test_an_own_engine_process_serves_and_its_death_ends_the_server(
+    asr_model_path, speech_wavs
+):
+    """`--engine-process` without `--workers`: the server spawns its engine process, streams are
+    served through it, and if it dies every stream gets the engine-failure close and `run()`
+    raises (the command exits 1)."""
+    server = AsrServer(ServerConfig(model=asr_model_path, port=0, engine_process=True))
+    running = asyncio.create_task(server.run())
+    async with asyncio.timeout(180):
+        while server.health is not Health.READY:
+            if running.done():
+                running.result()
+            await asyncio.sleep(0.05)
+    async with AsrClient.connect(url(server)) as client:
+        for frame in frames(pcm16(speech_wavs[6])):
+            await client.send_audio(frame)
+        await client.end()
+        assert await final_text(client) == SENTENCES[6]
+    async with AsrClient.connect(url(server)) as client:
+        await client.send_audio(pcm16(speech_wavs[7])[:16000])
+        server._inference._own.process.kill()
+        assert [event async for event in client] == [
+            Error("internal error in the ASR engine; reconnect")
+        ]
+        assert (client.close_code, client.close_reason) == (1011, "engine failure")
+    with pytest.raises(RuntimeError, match="the engine process exited"):
+        await asyncio.wait_for(running, 60)

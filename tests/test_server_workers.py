@@ -1,6 +1,6 @@
-"""`--workers N`: several server processes behind one port (`server/workers.py`), each with its
-engine in a process of its own (`--engine-process`, `server/inference.py`): the layout for
-hundreds of streams on a GPU.
+"""`--workers N`: several server processes behind one port (`server/workers.py`) sharing one
+engine process (`--engine-process`, `server/engine_process.py`): the layout for hundreds of
+streams on a GPU.
 
 One server of two processes for the module; tests that end a server start their own.
 """
@@ -18,7 +18,7 @@ from server_fixtures import events_until_final, frames, pcm16, running_server, t
 
 from nemotron_speech.child_server import ServerStartError
 from nemotron_speech.client import AsrClient, AsrConnectionError
-from nemotron_speech.protocol import CloseCode, Transcript
+from nemotron_speech.protocol import CloseCode, Error, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, start_server
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -54,11 +54,18 @@ def spawned_children(pid: int) -> list[int]:
 
 
 def worker_pids(server: AsrServerProcess) -> list[int]:
-    return spawned_children(server.process.pid)
+    """The front processes: the server's children that listen on its port."""
+    children = spawned_children(server.process.pid)
+    return [pid for pid in children if connections_of(pid, server.port, state="0A")]
 
 
-def connections_of(pid: int, port: int) -> int:
-    """Established TCP connections on local `port` whose socket process `pid` holds."""
+def engine_pid(server: AsrServerProcess) -> int:
+    (pid,) = set(spawned_children(server.process.pid)) - set(worker_pids(server))
+    return pid
+
+
+def connections_of(pid: int, port: int, state: str = "01") -> int:
+    """TCP sockets on local `port` in `state` (01 established, 0A listening) held by `pid`."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         target = os.readlink(fd) if fd.is_symlink() else ""
@@ -69,7 +76,7 @@ def connections_of(pid: int, port: int) -> int:
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            if local_port == port and fields[3] == state and fields[9] in inodes:
                 count += 1
     return count
 
@@ -135,25 +142,24 @@ async def test_a_dead_process_costs_only_its_streams_and_is_replaced(server, aud
     assert "restarting it" in server.log()
 
 
-async def test_a_dead_engine_process_closes_its_streams_with_1011_and_is_replaced(server, audio):
-    server.wait_for_metric("asr_streams_open", 0)
-    clients = await open_clients(server, 8)
-    worker = max(worker_pids(server), key=lambda pid: connections_of(pid, server.port))
-    lost = connections_of(worker, server.port)
-    (engine,) = spawned_children(worker)
-    os.kill(engine, signal.SIGKILL)
-    results = await asyncio.gather(
-        *(finish(c, a) for c, a in zip(clients, audio, strict=False)), return_exceptions=True
-    )
-    closed = [c for c in clients if c.close_code == CloseCode.INTERNAL_ERROR]
-    assert len(closed) == lost and all(c.close_reason == "engine failure" for c in closed)
-    assert sum(isinstance(r, Transcript) for r in results) == 8 - lost
-    server.wait_until(lambda: worker not in worker_pids(server), "the worker to exit", 60)
-    server.wait_until(lambda: len(worker_pids(server)) == 2, "a replacement worker", 60)
-    server.wait_ready(180)
-    assert "the engine process exited" in server.log()
-    events = await transcribe(server.url, audio[5], token=None)
-    assert events[-1] == Transcript(SENTENCES[5], is_final=True, finalize=True)
+async def test_a_dead_engine_process_ends_every_stream_with_1011_and_the_server(
+    asr_model_path, tmp_path, audio
+):
+    """The engine process is shared, so its death costs every stream: each gets the engine-failure
+    close, and the server exits non-zero for its process manager to restart it."""
+    options = ("--workers", "2", "--engine-process")
+    with running_server(asr_model_path, tmp_path, *options) as server:
+        clients = await open_clients(server, 4)
+        for client, clip in zip(clients, audio, strict=False):
+            await client.send_audio(clip[:16000])
+        os.kill(engine_pid(server), signal.SIGKILL)
+        for client in clients:
+            assert [event async for event in client][-1] == Error(
+                "internal error in the ASR engine; reconnect"
+            )
+            assert (client.close_code, client.close_reason) == (1011, "engine failure")
+        assert server.process.wait(60) == 1
+        assert "the engine process exited" in server.log()
 
 
 async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_path, audio):

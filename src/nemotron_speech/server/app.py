@@ -67,13 +67,21 @@ class AsrServer:
     """Loads the engine on the inference thread while already answering `/health`.
 
     One of `seats.processes` processes serving one port (`--workers`, see `workers.py`) when
-    given `seats` and this process's `index` in them; alone otherwise."""
+    given `seats` and this process's `index` in them; alone otherwise. With `engine` (an engine
+    process's listener: address, auth key) it uses that shared engine process."""
 
-    def __init__(self, config: ServerConfig, seats: Seats | None = None, index: int = 0):
+    def __init__(
+        self,
+        config: ServerConfig,
+        seats: Seats | None = None,
+        index: int = 0,
+        engine: tuple[str, bytes] | None = None,
+    ):
         self.config = config
         self.metrics = ServerMetrics()
         self.seats = seats or Seats(1)
         self._index = index
+        self._engine = engine
         self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
@@ -92,7 +100,12 @@ class AsrServer:
         load = partial(load_engine, self.config)
         if self.config.engine_process:
             self._inference = InferenceProcess(
-                load, self.metrics, loop, on_failure=self._lost_engine, **options
+                load,
+                self.metrics,
+                loop,
+                on_failure=self._lost_engine,
+                engine=self._engine,
+                **options,
             )
         else:
             self._inference = InferenceThread(load, self.metrics, loop, **options)

@@ -6,7 +6,8 @@ step releases it (every torch call does), it must win it back from a loop busy w
 connections, so steps stretch at scale (docs/server.md has the measurement). In a process of its
 own the scheduler has an interpreter to itself; commands cross a pipe in one batch per loop
 iteration, and events come back in one batch per step, with the metric updates the scheduler
-made (replayed into the server's registry, so `/metrics` is unchanged).
+made (replayed into the server's registry, so `/metrics` is unchanged). A `--workers` server
+shares one engine process among its processes (docs/server.md says why).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from nemotron_speech.protocol import CloseCode, Error
+from nemotron_speech.server.engine_process import EngineInfo, engine_main, replay
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
     Close,
@@ -38,32 +42,20 @@ from nemotron_speech.server.scheduler import (
     StreamClosed,
 )
 
-__all__ = ["Consumed", "EngineInfo", "Event", "InferenceProcess", "InferenceThread", "StreamClosed"]
+__all__ = [
+    "Consumed",
+    "EngineInfo",
+    "EngineProcess",
+    "Event",
+    "InferenceProcess",
+    "InferenceThread",
+    "StreamClosed",
+]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Event], None]  # called on the event loop
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What the server says about its engine (Ready message, start-up log)."""
-
-    chunk_ms: float
-    right_context: int
-    device: str
-    supported_right_contexts: tuple[int, ...]
-    memory: str
-
-    @classmethod
-    def of(cls, engine: Any) -> EngineInfo:
-        return cls(
-            engine.chunk_ms,
-            engine.right_context,
-            str(engine.device),
-            tuple(engine.supported_right_contexts),
-            engine.memory_report(),
-        )
+CONNECT_TIMEOUT_S = 120.0  # for the engine process's listener to appear
 
 
 class _Inference:
@@ -180,7 +172,8 @@ class InferenceThread(_Inference):
 
 
 class InferenceProcess(_Inference):
-    """The scheduler in a spawned process of its own, fed through a pipe."""
+    """The scheduler in an engine process (`engine_process.py`): this server's own, or the one
+    a `--workers` server shares (`engine` = its listener's (address, auth key))."""
 
     def __init__(
         self,
@@ -190,34 +183,35 @@ class InferenceProcess(_Inference):
         batch_wait: float = 0.0,
         max_batch: int = 1024,
         on_failure: Callable[[], None] = lambda: None,
+        engine: tuple[str, bytes] | None = None,
     ):
         super().__init__(metrics, loop)
-        context = multiprocessing.get_context("spawn")
-        self._pipe, child = context.Pipe()
-        self._process = context.Process(
-            target=_engine_main,
-            args=(load_engine, child, batch_wait, max_batch, logging.getLogger().level),
-            name="asr-engine",
-            daemon=True,
-        )
+        self._own: EngineProcess | None = None
+        if engine is None:
+            self._own = EngineProcess(load_engine, (batch_wait, max_batch), shared=False)
+            engine = self._own.address, self._own.authkey
+        self._address, self._authkey = engine
         self._on_failure = on_failure
+        self._pipe: Connection | None = None
+        self._connected = threading.Event()
         self._batch: list[Command] = []  # commands of this loop iteration
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False
 
     def start(self) -> None:
-        self._process.start()
+        if self._own is not None:
+            self._own.start()
         threading.Thread(target=self._send_forever, name="asr-engine-send", daemon=True).start()
         threading.Thread(target=self._read_forever, name="asr-engine-read", daemon=True).start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Let the engine process finish its queued commands and exit."""
+        """Send what is queued, leave the engine process (its streams of ours are closed), and
+        end our own engine process."""
         self._stopping = True
-        self._submit(Stop())
         self._send_batch()
-        self._process.join(timeout)
-        if self._process.is_alive():
-            self._process.kill()
+        self._outgoing.put(None)
+        if self._own is not None:
+            self._own.join(timeout)
 
     def _submit(self, command: Command) -> None:
         """Batch the commands of one loop iteration into one message (one pickle, one write)."""
@@ -232,26 +226,31 @@ class InferenceProcess(_Inference):
 
     def _send_forever(self) -> None:
         """Writes on a thread: a pipe full while the engine steps must not block the loop."""
-        while True:
-            batch = self._outgoing.get()
+        self._connected.wait()
+        while (batch := self._outgoing.get()) is not None:
             try:
                 self._pipe.send(batch)
             except OSError:
-                return  # the process is gone; the reader reports it
-            if isinstance(batch[-1], Stop):
-                return
+                return  # the engine process is gone; the reader reports it
+        self._pipe.close()
 
     def _read_forever(self) -> None:
+        try:
+            self._pipe = _connect(self._address, self._authkey, self._own)
+        except OSError as exc:
+            self._loop.call_soon_threadsafe(self._lost, exc)
+            return
+        self._connected.set()
         while True:
             try:
                 kind, payload, updates = self._pipe.recv()
-            except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._lost)
+            except (EOFError, OSError) as exc:
+                self._loop.call_soon_threadsafe(self._lost, exc)
                 return
             self._loop.call_soon_threadsafe(self._receive, kind, payload, updates)
 
     def _receive(self, kind: str, payload: Any, updates: tuple) -> None:
-        _replay(self._metrics, updates)
+        replay(self._metrics, updates)
         if kind == "events":
             self._dispatch(payload)
         elif kind == "loaded":
@@ -259,91 +258,56 @@ class InferenceProcess(_Inference):
         else:  # "failed": the load error, as text (exceptions of torch do not always pickle)
             _settle(self.loaded, None, RuntimeError(payload))
 
-    def _lost(self) -> None:
+    def _lost(self, error: BaseException) -> None:
         if self._stopping:
             return
-        log.error("the engine process exited (code %s)", self._process.exitcode)
+        if not self.loaded.done():
+            _settle(self.loaded, None, RuntimeError(f"no engine process: {error}"))
+            return
+        log.error("lost the engine process (%s)", error)
         self._fail_all(RuntimeError("the engine process exited"))
         self._on_failure()
 
 
-class _MetricUpdates:
-    """Stands in for `ServerMetrics` in the engine process: records its updates, summed where
-    they add up (one `audio_seconds.inc` per step, not per packet), for the server to replay."""
+class EngineProcess:
+    """A spawned engine process listening on a fresh Unix socket in a private directory."""
 
-    def __init__(self) -> None:
-        self._metrics: dict[str, _MetricUpdate] = {}
-        self.increments: dict[tuple[str, str | None], float] = {}
-        self.values: dict[str, float] = {}
-        self.observations: list[tuple[str, float]] = []
+    def __init__(self, load_engine: Callable[[], Any], options: tuple, shared: bool):
+        self._folder = tempfile.TemporaryDirectory(prefix="nemotron-asr-engine-")
+        self.address = os.path.join(self._folder.name, "engine")
+        self.authkey = os.urandom(16)
+        level = logging.getLogger().level
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=engine_main,
+            args=(load_engine, self.address, self.authkey, options, level, shared),
+            name="asr-engine",
+            daemon=not shared,  # a front's own dies with it
+        )
 
-    def __getattr__(self, name: str) -> _MetricUpdate:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self._metrics.setdefault(name, _MetricUpdate(self, name))
+    def start(self) -> None:
+        self.process.start()
 
-    def take(self) -> tuple:
-        """The updates since the last call, as (increments, values, observations)."""
-        taken = (self.increments, self.values, self.observations)
-        self.increments, self.values, self.observations = {}, {}, []
-        return taken
-
-
-class _MetricUpdate:
-    def __init__(self, updates: _MetricUpdates, name: str):
-        self._updates = updates
-        self._name = name
-
-    def inc(self, amount: float = 1.0, label: str | None = None) -> None:
-        key = (self._name, label)
-        increments = self._updates.increments
-        increments[key] = increments.get(key, 0.0) + amount
-
-    def set(self, value: float) -> None:
-        self._updates.values[self._name] = value
-
-    def observe(self, value: float) -> None:
-        self._updates.observations.append((self._name, value))
+    def join(self, timeout: float) -> None:
+        """Wait for the process to exit (terminate it after `timeout`), then clean up."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self._folder.cleanup()
 
 
-def _replay(metrics: ServerMetrics, updates: tuple) -> None:
-    """Apply `_MetricUpdates.take()` to the server's metrics."""
-    increments, values, observations = updates
-    for (name, label), amount in increments.items():
-        metric = getattr(metrics, name)
-        metric.inc(amount) if label is None else metric.inc(amount, label=label)
-    for name, value in values.items():
-        getattr(metrics, name).set(value)
-    for name, value in observations:
-        getattr(metrics, name).observe(value)
-
-
-def _engine_main(load_engine, pipe, batch_wait: float, max_batch: int, log_level: int) -> None:
-    """The engine process: load, report, then schedule until told to stop or orphaned."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    metrics = _MetricUpdates()
-    try:
-        engine = load_engine()
-        pipe.send(("loaded", EngineInfo.of(engine), metrics.take()))
-    except BaseException as exc:
-        pipe.send(("failed", f"{type(exc).__name__}: {exc}", metrics.take()))
-        return
-
-    def post(events: list) -> None:
-        updates = metrics.take()
-        if events or updates:
-            pipe.send(("events", events, updates))
-
-    def receive(timeout: float | None) -> list:
-        commands: list = []
+def _connect(address: str, authkey: bytes, own: EngineProcess | None) -> Connection:
+    """Connect to the engine process's listener, which appears once that process has started
+    (imports take seconds); give up when our own engine process has exited."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while True:
         try:
-            while pipe.poll(timeout if not commands else 0):
-                commands += pipe.recv()
-        except (EOFError, OSError):  # the server process is gone
-            return [Stop()]
-        return commands
-
-    Scheduler(engine, metrics, post, batch_wait, max_batch).serve(receive)
+            return Client(address, authkey=authkey)
+        except (FileNotFoundError, ConnectionRefusedError):
+            exited = own is not None and own.process.exitcode is not None
+            if exited or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -29,10 +29,19 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 
 from prometheus_client import multiprocess
 
-from nemotron_speech.server.app import AsrServer, ServerConfig, serve_until_signalled, write_port
+from nemotron_speech.server.app import (
+    AsrServer,
+    ServerConfig,
+    load_engine,
+    max_graph_batch,
+    serve_until_signalled,
+    write_port,
+)
+from nemotron_speech.server.inference import EngineProcess
 from nemotron_speech.server.seats import Health, Seats
 
 log = logging.getLogger("nemotron_speech.server")
@@ -66,13 +75,19 @@ class _Supervisor:
         self._config = config
         self._log_level = log_level
         self.seats = Seats(workers, self._context)
+        self._engine: EngineProcess | None = None
+        if config.engine_process:  # one for all: the GPU time-slices several processes
+            options = (config.batch_wait_ms / 1000, max_graph_batch(config))
+            self._engine = EngineProcess(partial(load_engine, config), options, shared=True)
+            self._engine.start()
         self._processes = [self._start(index) for index in range(workers)]
         self._listening = False
 
     def _start(self, index: int):
+        engine = self._engine and (self._engine.address, self._engine.authkey)
         process = self._context.Process(
             target=_worker_main,
-            args=(self._config, self.seats, index, self._log_level),
+            args=(self._config, self.seats, index, self._log_level, engine),
             name=f"asr-worker-{index}",
         )
         process.start()
@@ -87,7 +102,13 @@ class _Supervisor:
         return True
 
     def replace_dead(self, metrics_dir: str) -> bool:
-        """Restart processes that died after they were ready; False if one died before."""
+        """Restart processes that died after they were ready; False if one died before, or the
+        shared engine process died (every stream is lost: exit for a process manager to
+        restart the whole server)."""
+        if self._engine is not None and not self._engine.process.is_alive():
+            code = self._engine.process.exitcode
+            log.error("the engine process exited (code %s); stopping", code)
+            return False
         for index, process in enumerate(self._processes):
             if process.is_alive():
                 continue
@@ -112,9 +133,17 @@ class _Supervisor:
                 log.error("%s did not stop; killing it", process.name)
                 process.kill()
                 process.join()
+        if self._engine is not None:  # after the workers: their streams' finals come from it
+            self._engine.join(0)
 
 
-def _worker_main(config: ServerConfig, seats: Seats, index: int, log_level: str) -> None:
+def _worker_main(
+    config: ServerConfig,
+    seats: Seats,
+    index: int,
+    log_level: str,
+    engine: tuple[str, bytes] | None,
+) -> None:
     """One server process (spawned: imports torch and the model itself)."""
     import asyncio
     import sys
@@ -125,7 +154,7 @@ def _worker_main(config: ServerConfig, seats: Seats, index: int, log_level: str)
     )
     if log_level != "DEBUG":
         logging.getLogger("websockets").setLevel(logging.WARNING)
-    server = AsrServer(config, seats, index)
+    server = AsrServer(config, seats, index, engine)
     try:
         asyncio.run(serve_until_signalled(server))
     except Exception as exc:

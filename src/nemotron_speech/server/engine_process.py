@@ -1,0 +1,214 @@
+"""The engine process (`--engine-process`): one scheduler, one engine, for one or more fronts.
+
+A front is a server process's event loop (`InferenceProcess` in `inference.py`). Fronts connect
+to the engine process's listener (a Unix socket with an auth key), so one engine process per GPU
+can serve every `--workers` front: a GPU time-slices the CUDA contexts of several processes, so
+one context with large batches beats several with small ones (docs/server.md), while the fronts'
+WebSocket work spreads over cores.
+
+The hub here owns the connections: it tags each front's `Open` with the front's number (the
+scheduler's keys are opaque), routes each step's events back to the front that opened the
+stream, and closes the streams of a front whose connection ends (a front that died or stopped).
+Metric updates travel with the events, summed, to one front, which replays them into the server's
+registry. A shared engine process serves until it is terminated; a front's own one exits when its
+front leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, Listener, wait
+from typing import Any
+
+from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Stop
+
+log = logging.getLogger("nemotron_speech.server.engine")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the server says about its engine (Ready message, start-up log)."""
+
+    chunk_ms: float
+    right_context: int
+    device: str
+    supported_right_contexts: tuple[int, ...]
+    memory: str
+
+    @classmethod
+    def of(cls, engine: Any) -> EngineInfo:
+        return cls(
+            engine.chunk_ms,
+            engine.right_context,
+            str(engine.device),
+            tuple(engine.supported_right_contexts),
+            engine.memory_report(),
+        )
+
+
+def engine_main(
+    load_engine, address: str, authkey: bytes, options: tuple, log_level: int, shared: bool
+) -> None:
+    """The process: listen, load, then schedule for the fronts (`options`: batch wait, max
+    batch). Exits 1 if the engine cannot load, after telling the fronts why."""
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s"
+    )
+    hub = _Hub(Listener(address, authkey=authkey), shared)
+    try:
+        engine = load_engine()
+        hub.loaded(EngineInfo.of(engine))
+    except BaseException as exc:
+        log.error("the engine failed to load: %s", exc)
+        hub.failed(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+    Scheduler(engine, hub.metrics, hub.post, *options).serve(hub.receive)
+
+
+class _Hub:
+    """The fronts' connections, seen by the scheduler as one command source and event sink."""
+
+    def __init__(self, listener: Listener, shared: bool):
+        self.metrics = MetricUpdates()
+        self._shared = shared  # serve until terminated; else until the only front leaves
+        self._fronts: dict[int, Connection] = {}
+        self._owner: dict[int, int] = {}  # stream id -> its front
+        self._hello: tuple | None = None  # ("loaded", info) or ("failed", why), for new fronts
+        self._joined = 0
+        self._new: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: Listener) -> None:
+        """On a thread: accept fronts and wake the scheduler for each."""
+        while True:
+            try:
+                connection = listener.accept()
+            except OSError:  # a failed handshake (wrong key) costs that attempt only
+                continue
+            self._new.put(connection)
+            os.write(self._wake_write, b"+")
+
+    def loaded(self, info: EngineInfo) -> None:
+        self._hello = ("loaded", info)
+        self._admit()
+
+    def failed(self, why: str) -> None:
+        self._hello = ("failed", why)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Greet fronts that connected since the last call (once the load is settled)."""
+        while self._hello is not None:
+            try:
+                connection = self._new.get_nowait()
+            except queue.Empty:
+                return
+            self._joined += 1
+            self._fronts[self._joined] = connection
+            self._send(self._joined, (*self._hello, ({}, {}, [])))
+
+    def receive(self, timeout: float | None) -> list:
+        """Commands of every front that has some, waiting up to `timeout`."""
+        ready = wait([self._wake_read, *self._fronts.values()], timeout)
+        if self._wake_read in ready:
+            os.read(self._wake_read, 4096)
+            self._admit()
+        commands: list = []
+        for front, connection in list(self._fronts.items()):
+            try:
+                while connection in ready and connection.poll():
+                    commands += self._from(front, connection.recv())
+            except (EOFError, OSError):  # the front left: free its streams
+                del self._fronts[front]
+                commands += [Close(i) for i, owner in self._owner.items() if owner == front]
+        if not self._fronts and not self._shared and self._joined:
+            commands.append(Stop())  # a front's own engine process ends with its front
+        return commands
+
+    def _from(self, front: int, batch: list) -> list:
+        for index, command in enumerate(batch):
+            if isinstance(command, Open):
+                batch[index] = Open((front, command.key))
+            elif isinstance(command, Close):
+                self._owner.pop(command.stream_id, None)
+        return batch
+
+    def post(self, events: list) -> None:
+        """One message per front with its events; the metric updates go to the longest-joined
+        front, always the same one while it lives (a gauge's value is the last one set)."""
+        by_front: dict[int, list] = {}
+        for (front, key), event in events:
+            if isinstance(event, Opened):
+                self._owner[event.stream_id] = front
+            by_front.setdefault(front, []).append((key, event))
+        updates = self.metrics.take()
+        if self._fronts and updates != ({}, {}, []):
+            by_front.setdefault(next(iter(self._fronts)), [])
+        for front, front_events in by_front.items():
+            mine = front == next(iter(self._fronts), None)
+            self._send(front, ("events", front_events, updates if mine else ({}, {}, [])))
+
+    def _send(self, front: int, message: tuple) -> None:
+        connection = self._fronts.get(front)
+        if connection is None:
+            return
+        with contextlib.suppress(OSError):  # gone: `receive` sees its end and frees its streams
+            connection.send(message)
+
+
+class MetricUpdates:
+    """Stands in for `ServerMetrics` in the engine process: records its updates, summed where
+    they add up (one `audio_seconds.inc` per step, not per packet), for a front to replay."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _MetricUpdate] = {}
+        self.increments: dict[tuple[str, str | None], float] = {}
+        self.values: dict[str, float] = {}
+        self.observations: list[tuple[str, float]] = []
+
+    def __getattr__(self, name: str) -> _MetricUpdate:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._metrics.setdefault(name, _MetricUpdate(self, name))
+
+    def take(self) -> tuple:
+        """The updates since the last call, as (increments, values, observations)."""
+        taken = (self.increments, self.values, self.observations)
+        self.increments, self.values, self.observations = {}, {}, []
+        return taken
+
+
+class _MetricUpdate:
+    def __init__(self, updates: MetricUpdates, name: str):
+        self._updates = updates
+        self._name = name
+
+    def inc(self, amount: float = 1.0, label: str | None = None) -> None:
+        key = (self._name, label)
+        increments = self._updates.increments
+        increments[key] = increments.get(key, 0.0) + amount
+
+    def set(self, value: float) -> None:
+        self._updates.values[self._name] = value
+
+    def observe(self, value: float) -> None:
+        self._updates.observations.append((self._name, value))
+
+
+def replay(metrics: Any, updates: tuple) -> None:
+    """Apply `MetricUpdates.take()` to the server's `ServerMetrics`."""
+    increments, values, observations = updates
+    for (name, label), amount in increments.items():
+        metric = getattr(metrics, name)
+        metric.inc(amount) if label is None else metric.inc(amount, label=label)
+    for name, value in values.items():
+        getattr(metrics, name).set(value)
+    for name, value in observations:
+        getattr(metrics, name).observe(value)
