@@ -9,9 +9,11 @@ engine has no work it sleeps until a command comes.
 
 Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
 the scheduler waits for more chunks to join a step, but never longer than `batch_wait` past the
-moment the oldest ready chunk became ready. It steps at once when waiting cannot help: every open
-stream has a chunk ready (so a lone stream never waits), the ready streams fill the largest batch,
-or a finalize is in progress (a finalize jumps the queue: the user is waiting for its final).
+moment the oldest ready chunk became ready (a chunk that arrived during a step counts from that
+step's start: it has waited through it, so under load steps run back to back). It steps at once
+when waiting cannot help: every open stream has a chunk ready (so a lone stream never waits),
+the ready streams fill the largest batch, or a finalize is in progress (a finalize jumps the
+queue: the user is waiting for its final).
 
 Ordering: commands of one stream are applied in the order they were sent, and results reach the
 connection in the order they were produced. While a stream is finalizing, its next finalize, flush
@@ -143,17 +145,23 @@ class Scheduler:
         self._ready: dict[int, float] = {}
         self._finalizing: set[int] = set()  # streams whose final is in progress
         self._outbox: list[tuple[int, Event]] = []  # events not yet posted
+        # when the commands being applied may have arrived: a step's start if they queued
+        # behind it (they waited through it already), else None (they just arrived)
+        self._busy_since: float | None = None
 
     def serve(self, receive: Receive) -> None:
         """Apply commands and step until a `Stop` arrives."""
         while True:
             delay = self._step_delay()
             if delay == 0:
+                self._busy_since = time.perf_counter()
                 self._step()
                 continue
             # sleep until commands come or the oldest ready chunk's deadline passes
-            if not self._apply_all(receive(delay)):
+            commands = receive(delay)
+            if not self._apply_all(commands):
                 return
+            self._busy_since = None
 
     def _step_delay(self) -> float | None:
         """Seconds to wait before the next step (see the module's scheduling); None: no work."""
@@ -234,7 +242,7 @@ class Scheduler:
         stream.fed_bytes += len(data)
         self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
         if stream_id not in self._ready and self.engine.has_chunk(stream_id):
-            self._ready[stream_id] = time.perf_counter()
+            self._ready[stream_id] = self._busy_since or time.perf_counter()
 
     def _forget(self, stream_id: int) -> None:
         """Drop a stream that is closed or failed from the scheduler's books."""

@@ -1,0 +1,103 @@
+"""The scheduler's deadline policy (`server/scheduler.py`), driven through `serve(receive)` with
+the real engine and the generated test model: a lone stream is stepped at once, a ready chunk
+waits up to `batch_wait` for the other open streams, and the step runs as soon as every open
+stream is ready or a finalize is pending (a finalize jumps the queue)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from server_fixtures import pcm16
+
+from nemotron_speech.asr import AsrEngine
+from nemotron_speech.asr.model import load_nemo_model
+from nemotron_speech.protocol import Transcript
+from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.scheduler import (
+    Consumed,
+    Feed,
+    Finalize,
+    Open,
+    Opened,
+    Scheduler,
+    Stop,
+)
+
+WAIT = 30.0  # a batch wait no test run could mistake for "at once"
+CHUNK_BYTES = 16000 * 2 // 2  # 0.5 s of audio: at least one full chunk at R=1
+
+
+@pytest.fixture(scope="module")
+def engine(asr_model_path):
+    return AsrEngine(load_nemo_model(asr_model_path, device="cpu"), right_context=1)
+
+
+@pytest.fixture(scope="module")
+def audio(speech_wavs) -> bytes:
+    return pcm16(speech_wavs[2])
+
+
+class Script:
+    """A `receive` that plays one command list per call and records the timeout it was given;
+    `events` are the scheduler's posts, per call of `receive` that followed them."""
+
+    def __init__(self, *batches):
+        self.batches = list(batches)
+        self.timeouts: list[float | None] = []
+        self.events: list[tuple[int, object]] = []
+        self.streams: dict[int, int] = {}  # key -> stream id, from the Opened events
+
+    def post(self, events) -> None:
+        for key, event in events:
+            if isinstance(event, Opened):
+                self.streams[key] = event.stream_id
+        self.events += events
+
+    def receive(self, timeout: float | None) -> list:
+        self.timeouts.append(timeout)
+        if not self.batches:
+            return [Stop()]
+        batch = self.batches.pop(0)
+        return batch(self) if callable(batch) else batch
+
+    def kinds(self, key: int) -> list[type]:
+        return [type(event) for k, event in self.events if k == key]
+
+
+def run(engine, script: Script) -> Script:
+    Scheduler(engine, ServerMetrics(), script.post, batch_wait=WAIT).serve(script.receive)
+    for stream_id in list(engine._streams):  # leave the shared engine clean
+        engine.close(stream_id)
+    return script
+
+
+def feed(key: int, data: bytes):
+    return lambda script: [Feed(script.streams[key], data)]
+
+
+def test_a_lone_stream_is_stepped_at_once(engine, audio):
+    script = run(engine, Script([Open(0)], feed(0, audio[:CHUNK_BYTES])))
+    assert script.timeouts[:2] == [None, None]  # no work, then the feed: never a wait
+    assert Transcript in script.kinds(0) or Consumed in script.kinds(0)
+    assert script.timeouts[2] is None  # stepped before it asked for more
+
+
+def test_a_ready_chunk_waits_for_the_other_streams_then_steps_with_them(engine, audio):
+    script = Script([Open(0), Open(1)], feed(0, audio[:CHUNK_BYTES]), feed(1, audio[:CHUNK_BYTES]))
+    run(engine, script)
+    waited = script.timeouts[2]
+    assert waited is not None and WAIT - 5 < waited <= WAIT  # stream 1 may still send
+    consumed = [key for key, event in script.events if isinstance(event, Consumed)]
+    assert consumed[:2] in ([0, 1], [1, 0])  # one step took both
+    assert script.timeouts[3] is None
+
+
+def test_a_finalize_jumps_the_queue(engine, audio):
+    finalize = lambda script: [Finalize(script.streams[0], True, time.perf_counter())]  # noqa: E731
+    script = Script([Open(0), Open(1)], feed(0, audio[:1600]), finalize)
+    run(engine, script)
+    assert script.timeouts[2] is None  # 50 ms: no chunk to step yet
+    finals = [e for k, e in script.events if k == 0 and isinstance(e, Transcript) and e.finalize]
+    assert len(finals) == 1  # delivered before the next receive: no wait for stream 1
+    assert script.timeouts[3] is None
