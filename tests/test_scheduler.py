@@ -26,6 +26,7 @@ from nemotron_speech.server.scheduler import (
 
 WAIT = 30.0  # a batch wait no test run could mistake for "at once"
 CHUNK_BYTES = 16000 * 2 // 2  # 0.5 s of audio: at least one full chunk at R=1
+IDLE = 1.0  # seconds the scheduler sits idle in the idle-spell test
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ class Script:
 
     def __init__(self, *batches):
         self.batches = list(batches)
-        self.timeouts: list[float | None] = []
+        self.timeouts: list[float | None] = []  # of the calls that may wait
+        self.drains = 0  # calls that must not wait: one after every step
         self.events: list[tuple[int, object]] = []
         self.streams: dict[int, int] = {}  # key -> stream id, from the Opened events
 
@@ -55,6 +57,9 @@ class Script:
         self.events += events
 
     def receive(self, timeout: float | None) -> list:
+        if timeout == 0:  # the drain after a step: nothing arrives during one here
+            self.drains += 1
+            return []
         self.timeouts.append(timeout)
         if not self.batches:
             return [Stop()]
@@ -81,6 +86,7 @@ def test_a_lone_stream_is_stepped_at_once(engine, audio):
     assert script.timeouts[:2] == [None, None]  # no work, then the feed: never a wait
     assert Transcript in script.kinds(0) or Consumed in script.kinds(0)
     assert script.timeouts[2] is None  # stepped before it asked for more
+    assert script.drains >= 1  # and took what had queued during the step before idling
 
 
 def test_a_ready_chunk_waits_for_the_other_streams_then_steps_with_them(engine, audio):
@@ -101,3 +107,20 @@ def test_a_finalize_jumps_the_queue(engine, audio):
     finals = [e for k, e in script.events if k == 0 and isinstance(e, Transcript) and e.finalize]
     assert len(finals) == 1  # delivered before the next receive: no wait for stream 1
     assert script.timeouts[3] is None
+
+
+def test_after_an_idle_spell_a_ready_chunk_waits_again(engine, audio):
+    """The batch wait counts from when a chunk arrived: one that comes after the scheduler sat
+    idle waits for the other open streams as usual (not as if it had waited through a step)."""
+    chunk = audio[:CHUNK_BYTES]
+    both = lambda script: [Feed(script.streams[k], chunk) for k in (0, 1)]  # noqa: E731
+
+    def after_idling(script: Script) -> list:
+        time.sleep(IDLE)
+        return feed(0, audio[CHUNK_BYTES : 2 * CHUNK_BYTES])(script)
+
+    script = Script([Open(0), Open(1)], both, after_idling)
+    run(engine, script)
+    assert script.timeouts[2] is None  # both ready at once: stepped, then idle
+    waited = script.timeouts[3]
+    assert waited is not None and WAIT - IDLE / 2 < waited <= WAIT  # not shortened by the idling

@@ -11,6 +11,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +140,7 @@ async def test_a_dead_process_costs_only_its_streams_and_is_replaced(server, aud
     )
     server.wait_ready(180)
     assert json.loads(server.http("/health")[1])["streams"] == 0  # the dead one's seats freed
+    server.wait_for_metric("asr_streams_open", 0)  # and the engine freed its streams
     events = await transcribe(server.url, audio[3], token=None)
     assert events[-1] == Transcript(SENTENCES[3], is_final=True, finalize=True)
     assert "restarting it" in server.log()
@@ -162,7 +166,7 @@ async def test_a_dead_engine_process_ends_every_stream_with_1011_and_the_server(
         assert "the engine process exited" in server.log()
 
 
-async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_path, audio):
+async def test_sigterm_to_every_process_still_finalizes_every_stream(asr_model_path, tmp_path, audio):
     options = ("--workers", "2", "--engine-process")
     with running_server(asr_model_path, tmp_path, *options) as server:
         clients = await open_clients(server, 6)
@@ -171,7 +175,7 @@ async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_pa
                 await client.send_audio(frame)
         seconds = sum(len(clip) for clip in audio[:6]) / 32000
         server.wait_for_metric("asr_audio_seconds_total", seconds)
-        server.process.send_signal(signal.SIGTERM)
+        os.killpg(server.process.pid, signal.SIGTERM)  # as systemd stops it: every process
         for index, client in enumerate(clients):
             events = [event async for event in client]
             assert events[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
@@ -180,12 +184,32 @@ async def test_sigterm_finalizes_streams_in_every_process(asr_model_path, tmp_pa
         assert server.log().count(": stopped") == 2  # each process stopped gracefully
 
 
-def test_a_model_that_cannot_load_stops_the_server(tmp_path):
+@pytest.mark.parametrize("layout", [(), ("--engine-process",)], ids=["threads", "engine-process"])
+def test_a_model_that_cannot_load_stops_the_server(tmp_path, layout):
     broken = tmp_path / "broken.nemo"
     broken.write_bytes(b"not a tar archive")
     with pytest.raises(ServerStartError) as error:
-        start_server("--workers", "2", model=broken, log_path=tmp_path / "server.log")
+        start_server("--workers", "2", *layout, model=broken, log_path=tmp_path / "server.log")
     log = (tmp_path / "server.log").read_text()
     assert "exited with code 1" in str(error.value)
-    assert "before it was ready; stopping" in log
-    assert "[worker 0]: server failed:" in log or "[worker 1]: server failed:" in log
+    if layout:  # the shared engine process says why, and its end stops the server
+        assert "[engine]: the engine failed to load" in log
+        assert "; stopping" in log  # the engine process or a front that got its error, first
+    else:
+        assert "before it was ready; stopping" in log
+        assert "[worker 0]: server failed:" in log or "[worker 1]: server failed:" in log
+
+
+def test_a_port_in_use_is_a_clear_error(asr_model_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "nemotron_speech.server", "--workers", "2", "--port", str(port),
+             "--model", str(asr_model_path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -64,24 +64,24 @@ class ServerConfig:
 
 
 class AsrServer:
-    """Loads the engine on the inference thread while already answering `/health`.
+    """Loads the engine (on the scheduler's thread or process) while already answering `/health`.
 
     One of `seats.processes` processes serving one port (`--workers`, see `workers.py`) when
-    given `seats` and this process's `index` in them; alone otherwise. With `engine` (an engine
-    process's listener: address, auth key) it uses that shared engine process."""
+    given `seats` and this process's `index` in them; alone otherwise. With `engine_address` (an
+    engine process's listener: address, auth key) it uses that shared engine process."""
 
     def __init__(
         self,
         config: ServerConfig,
         seats: Seats | None = None,
         index: int = 0,
-        engine: tuple[str, bytes] | None = None,
+        engine_address: tuple[str, bytes] | None = None,
     ):
         self.config = config
         self.metrics = ServerMetrics()
         self.seats = seats or Seats(1)
         self._index = index
-        self._engine = engine
+        self._engine_address = engine_address
         self.port: int | None = None  # the bound port, once listening (--port 0 picks one)
         self.sessions: set[Session] = set()
         self._ready_message: Ready | None = None
@@ -104,7 +104,7 @@ class AsrServer:
                 self.metrics,
                 loop,
                 on_failure=self._lost_engine,
-                engine=self._engine,
+                engine_address=self._engine_address,
                 **options,
             )
         else:
@@ -238,7 +238,7 @@ class AsrServer:
 
 
 def load_engine(config: ServerConfig):
-    """The server's engine, loaded and warmed up; runs on the inference thread, the only place
+    """The server's engine, loaded and warmed up; runs where the scheduler runs, the only place
     the engine is created. Without a right context: the seed's where the model has it."""
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.model import load_nemo_model

@@ -10,8 +10,9 @@ The hub here owns the connections: it tags each front's `Open` with the front's 
 scheduler's keys are opaque), routes each step's events back to the front that opened the
 stream, and closes the streams of a front whose connection ends (a front that died or stopped).
 Metric updates travel with the events, summed, to one front, which replays them into the server's
-registry. A shared engine process serves until it is terminated; a front's own one exits when its
-front leaves.
+registry. The engine process stops once its last front has left: at once for a front's own, after
+SIGTERM for a shared one (systemd and Docker signal every process; the fronts still need it for
+their streams' finals). SIGINT (Ctrl-C reaches the whole process group) is the fronts' to handle.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import contextlib
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 from dataclasses import dataclass
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, wait
 from typing import Any
 
@@ -61,6 +64,8 @@ def engine_main(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s"
     )
     hub = _Hub(Listener(address, authkey=authkey), shared)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: hub.stop_when_alone())
     try:
         engine = load_engine()
         hub.loaded(EngineInfo.of(engine))
@@ -79,6 +84,8 @@ class _Hub:
         self._shared = shared  # serve until terminated; else until the only front leaves
         self._fronts: dict[int, Connection] = {}
         self._owner: dict[int, int] = {}  # stream id -> its front
+        self._orphans: list[Close] = []  # streams opened for a front that has left meanwhile
+        self._metrics_front: int | None = None  # the front that replays the metric updates
         self._hello: tuple | None = None  # ("loaded", info) or ("failed", why), for new fronts
         self._joined = 0
         self._new: queue.SimpleQueue = queue.SimpleQueue()
@@ -90,10 +97,16 @@ class _Hub:
         while True:
             try:
                 connection = listener.accept()
-            except OSError:  # a failed handshake (wrong key) costs that attempt only
+            except (OSError, EOFError, AuthenticationError):  # costs that attempt only
                 continue
             self._new.put(connection)
             os.write(self._wake_write, b"+")
+
+    def stop_when_alone(self) -> None:
+        """SIGTERM: end once no front is left (now, if none is)."""
+        if not self._fronts:
+            sys.exit(0)
+        self._shared = False
 
     def loaded(self, info: EngineInfo) -> None:
         self._hello = ("loaded", info)
@@ -120,14 +133,18 @@ class _Hub:
         if self._wake_read in ready:
             os.read(self._wake_read, 4096)
             self._admit()
-        commands: list = []
+        commands: list = self._orphans
+        self._orphans = []
         for front, connection in list(self._fronts.items()):
             try:
                 while connection in ready and connection.poll():
                     commands += self._from(front, connection.recv())
             except (EOFError, OSError):  # the front left: free its streams
                 del self._fronts[front]
-                commands += [Close(i) for i, owner in self._owner.items() if owner == front]
+                left = [i for i, owner in self._owner.items() if owner == front]
+                for stream_id in left:
+                    del self._owner[stream_id]
+                commands += [Close(stream_id) for stream_id in left]
         if not self._fronts and not self._shared and self._joined:
             commands.append(Stop())  # a front's own engine process ends with its front
         return commands
@@ -146,13 +163,20 @@ class _Hub:
         by_front: dict[int, list] = {}
         for (front, key), event in events:
             if isinstance(event, Opened):
+                if front not in self._fronts:  # it left before its stream was open
+                    self._orphans.append(Close(event.stream_id))
+                    continue
                 self._owner[event.stream_id] = front
             by_front.setdefault(front, []).append((key, event))
         updates = self.metrics.take()
-        if self._fronts and updates != ({}, {}, []):
-            by_front.setdefault(next(iter(self._fronts)), [])
+        metrics_front = next(iter(self._fronts), None)
+        if metrics_front != self._metrics_front:  # a new replayer: it needs every gauge's value
+            self._metrics_front = metrics_front
+            updates = (updates[0], {**self.metrics.gauges, **updates[1]}, updates[2])
+        if metrics_front is not None and updates != ({}, {}, []):
+            by_front.setdefault(metrics_front, [])
         for front, front_events in by_front.items():
-            mine = front == next(iter(self._fronts), None)
+            mine = front == metrics_front
             self._send(front, ("events", front_events, updates if mine else ({}, {}, [])))
 
     def _send(self, front: int, message: tuple) -> None:
@@ -172,6 +196,7 @@ class MetricUpdates:
         self.increments: dict[tuple[str, str | None], float] = {}
         self.values: dict[str, float] = {}
         self.observations: list[tuple[str, float]] = []
+        self.gauges: dict[str, float] = {}  # every gauge's last value, for a new replayer
 
     def __getattr__(self, name: str) -> _MetricUpdate:
         if name.startswith("_"):
@@ -180,6 +205,7 @@ class MetricUpdates:
 
     def take(self) -> tuple:
         """The updates since the last call, as (increments, values, observations)."""
+        self.gauges.update(self.values)
         taken = (self.increments, self.values, self.observations)
         self.increments, self.values, self.observations = {}, {}, []
         return taken

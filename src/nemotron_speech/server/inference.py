@@ -64,13 +64,17 @@ class _Inference:
     def __init__(self, metrics: ServerMetrics, loop: asyncio.AbstractEventLoop):
         self._metrics = metrics
         self._loop = loop
-        self._sinks: dict[int, Sink] = {}
+        self._sinks: dict[int, Sink] = {}  # key -> the connection's sink
+        self._keys: dict[int, int] = {}  # stream id -> key
         self._opening: dict[int, asyncio.Future] = {}
         self._next_key = 0
+        self._failure: BaseException | None = None  # the engine is gone
         self.loaded: asyncio.Future = loop.create_future()  # EngineInfo, or the load error
 
     async def open(self, sink: Sink) -> int:
         """Open an engine stream whose events go to `sink`; returns its id."""
+        if self._failure is not None:
+            raise self._failure
         key, self._next_key = self._next_key, self._next_key + 1
         self._sinks[key] = sink
         self._opening[key] = self._loop.create_future()
@@ -89,6 +93,7 @@ class _Inference:
         self._submit(Flush(stream_id))
 
     def close(self, stream_id: int) -> None:
+        self._sinks.pop(self._keys.pop(stream_id, None), None)
         self._submit(Close(stream_id))
 
     def _submit(self, command: Command) -> None:
@@ -98,6 +103,7 @@ class _Inference:
         """On the loop: each event to its connection (a closed one's are dropped)."""
         for key, event in events:
             if isinstance(event, Opened):
+                self._keys[event.stream_id] = key
                 _settle(self._opening.pop(key), event.stream_id, None)
             elif (sink := self._sinks.get(key)) is not None:
                 sink(event)
@@ -106,12 +112,14 @@ class _Inference:
 
     def _fail_all(self, error: BaseException) -> None:
         """On the loop, when the engine is gone: end every stream with 1011, fail what waits."""
+        self._failure = error
         _settle(self.loaded, None, error)
         for future in self._opening.values():
             _settle(future, None, error)
         for sink in self._sinks.values():
             sink(Error("internal error in the ASR engine; reconnect"))
             sink(StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        self._opening.clear()
         self._sinks.clear()
 
 
@@ -173,7 +181,7 @@ class InferenceThread(_Inference):
 
 class InferenceProcess(_Inference):
     """The scheduler in an engine process (`engine_process.py`): this server's own, or the one
-    a `--workers` server shares (`engine` = its listener's (address, auth key))."""
+    a `--workers` server shares (`engine_address`: its listener's address and auth key)."""
 
     def __init__(
         self,
@@ -183,14 +191,14 @@ class InferenceProcess(_Inference):
         batch_wait: float = 0.0,
         max_batch: int = 1024,
         on_failure: Callable[[], None] = lambda: None,
-        engine: tuple[str, bytes] | None = None,
+        engine_address: tuple[str, bytes] | None = None,
     ):
         super().__init__(metrics, loop)
         self._own: EngineProcess | None = None
-        if engine is None:
+        if engine_address is None:
             self._own = EngineProcess(load_engine, (batch_wait, max_batch), shared=False)
-            engine = self._own.address, self._own.authkey
-        self._address, self._authkey = engine
+            engine_address = self._own.address, self._own.authkey
+        self._address, self._authkey = engine_address
         self._on_failure = on_failure
         self._pipe: Connection | None = None
         self._connected = threading.Event()
@@ -247,9 +255,9 @@ class InferenceProcess(_Inference):
             except (EOFError, OSError) as exc:
                 self._loop.call_soon_threadsafe(self._lost, exc)
                 return
-            self._loop.call_soon_threadsafe(self._receive, kind, payload, updates)
+            self._loop.call_soon_threadsafe(self._on_message, kind, payload, updates)
 
-    def _receive(self, kind: str, payload: Any, updates: tuple) -> None:
+    def _on_message(self, kind: str, payload: Any, updates: tuple) -> None:
         replay(self._metrics, updates)
         if kind == "events":
             self._dispatch(payload)
@@ -281,7 +289,7 @@ class EngineProcess:
             target=engine_main,
             args=(load_engine, self.address, self.authkey, options, level, shared),
             name="asr-engine",
-            daemon=not shared,  # a front's own dies with it
+            daemon=True,  # ends with the process that started it, whatever happens there
         )
 
     def start(self) -> None:

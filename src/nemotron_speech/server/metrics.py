@@ -1,7 +1,7 @@
 """The ASR server's Prometheus metrics (`GET /metrics`), kept by `prometheus_client`.
 
 Each server has its own registry, so servers in one process (the in-process tests) do not share
-counts. Updates come from the event loop and the inference thread; prometheus_client's metrics
+counts. Updates come from the event loop and the scheduler's thread; prometheus_client's metrics
 are thread-safe. A server of several processes (`--workers`) runs prometheus_client's
 multiprocess mode: each process writes its values to files, and a scrape of any process sums
 them all.

@@ -36,14 +36,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nemotron_speech.asr.errors import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
 
-log = logging.getLogger("nemotron_speech.server.inference")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ Event = Transcript | Error | StreamClosed | Consumed | Opened
 
 @dataclass(frozen=True)
 class Open:
-    key: int  # the connection's: every event of the stream is addressed to it
+    key: Hashable  # the connection's: every event of the stream is addressed to it
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,14 @@ class Stop:
 
 Command = Open | Feed | Finalize | Flush | Close | Stop
 Receive = Callable[[float | None], list]  # commands, waiting up to that long (None: forever)
-PostEvents = Callable[[list[tuple[int, Event]]], None]
+PostEvents = Callable[[list[tuple[Hashable, Event]]], None]
 
 
 @dataclass
 class _Stream:
     """What the scheduler keeps per stream besides the engine's own state."""
 
-    key: int
+    key: Hashable
     finalize_requested_at: float | None = None  # set while a finalize is in progress
     resetting: bool = False  # ... and it is a reset: the engine takes no audio until the final
     deferred: list[Feed | Finalize | Flush] = field(default_factory=list)  # wait for the final
@@ -144,7 +144,7 @@ class Scheduler:
         # stream id -> when its chunk became ready, oldest first (dicts keep insertion order)
         self._ready: dict[int, float] = {}
         self._finalizing: set[int] = set()  # streams whose final is in progress
-        self._outbox: list[tuple[int, Event]] = []  # events not yet posted
+        self._outbox: list[tuple[Hashable, Event]] = []  # events not yet posted
         # when the commands being applied may have arrived: a step's start if they queued
         # behind it (they waited through it already), else None (they just arrived)
         self._busy_since: float | None = None
@@ -154,14 +154,17 @@ class Scheduler:
         while True:
             delay = self._step_delay()
             if delay == 0:
-                self._busy_since = time.perf_counter()
+                started = time.perf_counter()
                 self._step()
+                # what queued meanwhile joins the next step, as ready since this one began
+                self._busy_since = started
+                if not self._apply_all(receive(0)):
+                    return
+                self._busy_since = None
                 continue
             # sleep until commands come or the oldest ready chunk's deadline passes
-            commands = receive(delay)
-            if not self._apply_all(commands):
+            if not self._apply_all(receive(delay)):
                 return
-            self._busy_since = None
 
     def _step_delay(self) -> float | None:
         """Seconds to wait before the next step (see the module's scheduling); None: no work."""
@@ -182,7 +185,7 @@ class Scheduler:
                     return False
                 try:
                     self._apply(command)
-                except Exception:  # a bug must cost one stream, never the inference thread
+                except Exception:  # a bug must cost one stream, never the scheduler
                     log.exception("failed to apply %s", type(command).__name__)
                     self._fail(getattr(command, "stream_id", None))
             return True

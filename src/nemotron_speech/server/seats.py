@@ -28,6 +28,7 @@ class Seats:
         context = context or multiprocessing.get_context("spawn")
         self._states = context.Array("b", processes)
         self._streams = context.Array("i", processes)
+        self._replacing = context.Array("b", processes)  # started again after it died
 
     @property
     def processes(self) -> int:
@@ -35,13 +36,20 @@ class Seats:
 
     def set_state(self, index: int, state: Health) -> None:
         self._states[index] = state
+        if state is Health.READY:
+            self._replacing[index] = 0
 
     def state(self, index: int) -> Health:
         return Health(self._states[index])
 
     def health(self) -> Health:
+        """The whole server's: ready once every process is, and still ready while one that died
+        is replaced (the others serve; a process that does not listen gets no connections)."""
         states = [Health(s) for s in self._states]
-        return Health.STOPPING if Health.STOPPING in states else min(states)
+        if Health.STOPPING in states:
+            return Health.STOPPING
+        serving = [s for s, replacing in zip(states, self._replacing, strict=True) if not replacing]
+        return min(serving or states)
 
     def streams(self) -> int:
         return sum(self._streams)
@@ -63,3 +71,4 @@ class Seats:
         with self._streams.get_lock():
             self._streams[index] = 0
         self._states[index] = Health.STARTING
+        self._replacing[index] = 1

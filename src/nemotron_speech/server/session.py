@@ -6,9 +6,9 @@ Whatever way a connection ends, `run()` frees its engine stream in `finally`, so
 leaks a stream.
 
 All messages to the client go through one queue and one writer task, so transcripts from the
-inference thread and error replies from the reader keep their order.
+scheduler and error replies from the reader keep their order.
 
-Backpressure: the reader counts the audio it passes to the engine, the inference thread reports
+Backpressure: the reader counts the audio it passes to the engine, the scheduler reports
 what the engine has consumed, and while the difference would pass `max_buffered_bytes` the reader
 reads nothing more. The client's frames then wait in the kernel buffers, its TCP window closes and
 its sends block, so an unpaced client is slowed to the engine's speed instead of being cut off;
@@ -190,7 +190,7 @@ class Session:
         self._outbox.put_nowait(StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
 
     def _on_event(self, event: Event) -> None:
-        """The inference thread's results for this stream, on the event loop."""
+        """The scheduler's events for this stream, on the event loop."""
         if isinstance(event, Consumed):
             self._consumed_bytes = event.total_bytes
             self._wake_reader.set()

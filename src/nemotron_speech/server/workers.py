@@ -1,7 +1,7 @@
 """Several server processes behind one port: `--workers N`.
 
 One process cannot serve a GPU's worth of streams: WebSocket I/O, JSON and per-stream work on the
-event loop share the interpreter (and its GIL) with the inference thread, so at a few hundred
+event loop share the interpreter (and its GIL) with the scheduler's thread, so at a few hundred
 streams the process saturates one core while the GPU idles between small steps (docs/server.md
 has the profile). `--workers N` starts N spawned processes, each a whole `AsrServer` with its
 own engine on the same device, all listening on one port with `SO_REUSEPORT`: the kernel spreads
@@ -54,7 +54,13 @@ def run_workers(config: ServerConfig, workers: int, log_level: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _reserved_port(config.host, config.port) as port, _metrics_dir() as metrics_dir:
+    try:
+        reserved = _reserve_port(config.host, config.port)
+    except OSError as exc:
+        log.error("server failed: cannot listen on %s:%d: %s", config.host, config.port, exc)
+        return 1
+    port = reserved.getsockname()[1]
+    with reserved, _metrics_dir() as metrics_dir:
         supervisor = _Supervisor(replace(config, port=port, port_file=None), workers, log_level)
         try:
             while not stop.wait(0.1):
@@ -84,10 +90,10 @@ class _Supervisor:
         self._listening = False
 
     def _start(self, index: int):
-        engine = self._engine and (self._engine.address, self._engine.authkey)
+        address = self._engine and (self._engine.address, self._engine.authkey)
         process = self._context.Process(
             target=_worker_main,
-            args=(self._config, self.seats, index, self._log_level, engine),
+            args=(self._config, self.seats, index, self._log_level, address),
             name=f"asr-worker-{index}",
         )
         process.start()
@@ -142,7 +148,7 @@ def _worker_main(
     seats: Seats,
     index: int,
     log_level: str,
-    engine: tuple[str, bytes] | None,
+    engine_address: tuple[str, bytes] | None,
 ) -> None:
     """One server process (spawned: imports torch and the model itself)."""
     import asyncio
@@ -154,7 +160,7 @@ def _worker_main(
     )
     if log_level != "DEBUG":
         logging.getLogger("websockets").setLevel(logging.WARNING)
-    server = AsrServer(config, seats, index, engine)
+    server = AsrServer(config, seats, index, engine_address)
     try:
         asyncio.run(serve_until_signalled(server))
     except Exception as exc:
@@ -162,19 +168,27 @@ def _worker_main(
         sys.exit(1)
 
 
-@contextmanager
-def _reserved_port(host: str, port: int):
-    """Bind (without listening) a `SO_REUSEPORT` socket on `host:port` and yield its port: port 0
-    becomes one free port that every worker then binds too, and no other program takes it
-    meanwhile. A socket that does not listen gets no connections."""
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) a `SO_REUSEPORT` socket on `host:port`, held while serving:
+    port 0 becomes one free port that every worker then binds too, and no other program takes
+    it meanwhile. A socket that does not listen gets no connections. A port in use fails here,
+    as it does for one process: it is first bound without `SO_REUSEPORT`, so another server that
+    shares ports cannot silently split this one's traffic."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    with socket.socket(family, kind, proto) as sock:
+    if port:
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    sock = socket.socket(family, kind, proto)
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        yield sock.getsockname()[1]
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextmanager
