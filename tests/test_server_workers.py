@@ -166,7 +166,9 @@ async def test_a_dead_engine_process_ends_every_stream_with_1011_and_the_server(
         assert "the engine process exited" in server.log()
 
 
-async def test_sigterm_to_every_process_still_finalizes_every_stream(asr_model_path, tmp_path, audio):
+async def test_sigterm_to_every_process_still_finalizes_every_stream(
+    asr_model_path, tmp_path, audio
+):
     options = ("--workers", "2", "--engine-process")
     with running_server(asr_model_path, tmp_path, *options) as server:
         clients = await open_clients(server, 6)
