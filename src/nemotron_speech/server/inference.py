@@ -24,10 +24,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from nemotron_speech.protocol import CloseCode, Error
 from nemotron_speech.server.engine_process import EngineInfo, engine_main, replay
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
+    ENGINE_FAILURE,
     Close,
     Command,
     Consumed,
@@ -117,8 +117,8 @@ class _Inference:
         for future in self._opening.values():
             _settle(future, None, error)
         for sink in self._sinks.values():
-            sink(Error("internal error in the ASR engine; reconnect"))
-            sink(StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+            for event in ENGINE_FAILURE:
+                sink(event)
         self._opening.clear()
         self._sinks.clear()
 

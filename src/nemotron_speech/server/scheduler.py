@@ -70,6 +70,11 @@ class Opened:
 
 
 Event = Transcript | Error | StreamClosed | Consumed | Opened
+# what a stream gets when the engine fails under it (a bug in a step, or a dead engine process)
+ENGINE_FAILURE = (
+    Error("internal error in the ASR engine; reconnect"),
+    StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"),
+)
 
 
 @dataclass(frozen=True)
@@ -307,8 +312,8 @@ class Scheduler:
             return
         stream.failed = True
         self._forget(stream_id)
-        self._send(stream, Error("internal error in the ASR engine; reconnect"))
-        self._send(stream, StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"))
+        for event in ENGINE_FAILURE:
+            self._send(stream, event)
         with contextlib.suppress(AsrError):
             self.engine.close(stream_id)
         self._metrics.streams_open.set(self.engine.open_streams)
