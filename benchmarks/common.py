@@ -28,10 +28,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float("nan") if value is None else value
 
 
-def process_tree_cpu_seconds(pid: int) -> tuple[float, float]:
+def process_tree_cpu_seconds(pid: int) -> tuple[dict[int, float], float]:
     """CPU seconds (user + system) of process `pid` and of every descendant alive now (a
-    server's engine worker processes), re-discovered at each call; and of `pid`'s main thread
-    alone (a server's event loop)."""
+    server's front and engine processes), re-discovered at each call, by process id; and of
+    `pid`'s main thread alone (a one-process server's event loop)."""
 
     def read(path: str) -> tuple[int, float]:  # (parent pid, CPU seconds)
         fields = Path(path).read_text().rsplit(")", 1)[1].split()
@@ -51,8 +51,8 @@ def process_tree_cpu_seconds(pid: int) -> tuple[float, float]:
     while frontier:
         tree += frontier
         frontier = [child for parent in frontier for child in children.get(parent, [])]
-    total = sum(processes[p][1] for p in tree if p in processes)
-    return total, read(f"/proc/{pid}/task/{pid}/stat")[1]
+    by_process = {p: processes[p][1] for p in tree if p in processes}
+    return by_process, read(f"/proc/{pid}/task/{pid}/stat")[1]
 
 
 class GpuSampler:

@@ -21,11 +21,12 @@ sentence it sends `end` and waits for the final. Per N it reports:
 - exact: finals equal to the final of the same sentence streamed alone (for the test model that
   is the sentence itself; with --full-size random weights, garbage, but the same garbage).
 - server CPU (% of one core, from /proc, summed over the server and all its descendant
-  processes, e.g. --workers engine processes; in brackets its main thread, the event loop) and
-  that over N (CPU per stream), this process's CPU (the clients), GPU utilisation and memory
-  (sampled with nvidia-smi when on cuda; null where nvidia-smi does not exist), steps per
-  second, mean batch size and step time (from /metrics), and the machine's 1-minute load
-  average at the end (other work on the machine skews results).
+  processes, e.g. --workers fronts and the engine process; in brackets the busiest process, the
+  bound when it nears 100; the JSON has every process and the main thread, a one-process
+  server's event loop) and that over N (CPU per stream), this process's CPU (the clients),
+  GPU utilisation and memory (sampled with nvidia-smi when on cuda; null where nvidia-smi does
+  not exist), steps per second, mean batch size and step time (from /metrics), and the
+  machine's 1-minute load average at the end (other work on the machine skews results).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -185,9 +186,25 @@ async def run_client(
     receiver.cancel()
 
 
-def cpu_seconds(pid: int | None) -> tuple[float, float]:
-    """CPU seconds of the server with its descendants, and of its main thread (the event loop)."""
-    return (float("nan"), float("nan")) if pid is None else process_tree_cpu_seconds(pid)
+def cpu_seconds(pid: int | None) -> tuple[dict[int, float], float]:
+    """CPU seconds of the server and each of its descendants, and of its main thread (a
+    one-process server's event loop)."""
+    return ({}, float("nan")) if pid is None else process_tree_cpu_seconds(pid)
+
+
+def cpu_percent(before: tuple, after: tuple, wall: float) -> dict:
+    """The server's CPU over `wall` seconds: in all, per process (busiest first: an engine
+    process or a front at 100 % is the bound), and its main thread's."""
+    per_process = sorted(
+        (100 * (after[0][p] - before[0][p]) / wall for p in after[0] if p in before[0]),
+        reverse=True,
+    )
+    total = 100 * (sum(after[0].values()) - sum(before[0].values())) / wall if after[0] else None
+    return {
+        "server_cpu_percent": None if total is None else round(total, 1),
+        "process_cpu_percent": [round(x, 1) for x in per_process],
+        "event_loop_cpu_percent": round(100 * (after[1] - before[1]) / wall, 1),
+    }
 
 
 def client_group(
@@ -239,7 +256,7 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
     lag = [x for s in stats for x in s.lag]
     finalize = [x for s in stats for x in s.finalize]
-    server_cpu = round(100 * (cpu_after[0] - cpu_before[0]) / wall, 1)
+    cpu = cpu_percent(cpu_before, cpu_after, wall)
     tokens, samples = sum(s.tokens for s in stats), sum(s.samples for s in stats)
     return {
         "clients": n,
@@ -255,9 +272,10 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
         "interims": sum(s.interims for s in stats),
         "unmatched_interims": sum(s.unmatched for s in stats),
         **emission(tokens, samples, args.full_size),
-        "server_cpu_percent": server_cpu,
-        "server_cpu_percent_per_stream": round(server_cpu / n, 3),
-        "event_loop_cpu_percent": round(100 * (cpu_after[1] - cpu_before[1]) / wall, 1),
+        **cpu,
+        "server_cpu_percent_per_stream": (
+            None if cpu["server_cpu_percent"] is None else round(cpu["server_cpu_percent"] / n, 3)
+        ),
         "client_cpu_percent": round(100 * (own_after - own_before) / wall, 1),
         "steps_per_s": round(steps / wall, 1),
         "mean_batch": round(batch / steps, 2) if steps else 0.0,
@@ -420,7 +438,7 @@ def print_row(row: dict, header: bool) -> None:
     if header:
         print(
             "| N | lag p50 / p99 ms | finalize p50 / p99 ms | exact finals | errors "
-            "| tokens/frame | valid | server CPU % (event loop) | per stream | client CPU % "
+            "| tokens/frame | valid | server CPU % (busiest process) | per stream | client CPU % "
             "| GPU % | steps/s | mean batch | mean step ms |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -430,7 +448,7 @@ def print_row(row: dict, header: bool) -> None:
         f"{lag['p50']} / {lag['p99']}" if lag["n"] else f"none ({row['interims']} interims)",
         f"{fin['p50']} / {fin['p99']}", f"{row['exact']}/{row['finals']}", row["errors"],
         row["tokens_per_frame"], "yes" if row["valid"] else "NO",
-        f"{row['server_cpu_percent']} ({row['event_loop_cpu_percent']})",
+        f"{row['server_cpu_percent']} ({max(row['process_cpu_percent'], default='-')})",
         row["server_cpu_percent_per_stream"], row["client_cpu_percent"],
         gpu.get("utilization_percent_mean", "-"),
         row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
