@@ -349,6 +349,7 @@ def serve(args) -> AsrServerProcess:
     """The server on a free port, its log on this process's stderr."""
     workers = ("--workers", str(args.workers)) if args.workers != 1 else ()
     workers += ("--engine-process",) if args.engine_process else ()
+    workers += ("--engine-processes", str(args.engine_processes))
     return start_server(
         "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
@@ -369,6 +370,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="server option: fp32, bf16, fp16")
     parser.add_argument("--workers", type=int, default=1, help="server option: processes")
     parser.add_argument("--engine-process", action="store_true", help="server option")
+    parser.add_argument("--engine-processes", type=int, default=1, help="server option")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument(
@@ -424,6 +426,7 @@ def main() -> None:
         "precision": args.precision,
         "workers": args.workers,
         "engine_process": args.engine_process,
+        "engine_processes": args.engine_processes,
         "command": " ".join(sys.argv),
         "solo_tokens": [u.tokens for u in utterances],
         "server_finals_differing_from_engine": differ,

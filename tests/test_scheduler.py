@@ -15,6 +15,7 @@ from nemotron_speech.asr.model import load_nemo_model
 from nemotron_speech.protocol import Transcript
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
+    Close,
     Consumed,
     Feed,
     Finalize,
@@ -22,6 +23,7 @@ from nemotron_speech.server.scheduler import (
     Opened,
     Scheduler,
     Stop,
+    coalesce,
 )
 
 WAIT = 30.0  # a batch wait no test run could mistake for "at once"
@@ -124,3 +126,18 @@ def test_after_an_idle_spell_a_ready_chunk_waits_again(engine, audio):
     assert script.timeouts[2] is None  # both ready at once: stepped, then idle
     waited = script.timeouts[3]
     assert waited is not None and WAIT - IDLE / 2 < waited <= WAIT  # not shortened by the idling
+
+
+def test_coalesce_joins_each_streams_consecutive_audio_and_keeps_every_order():
+    """What a front sends after waiting on a busy engine process: per stream, the same audio
+    and commands in the same order, with audio joined only where nothing of its stream lies
+    between."""
+    commands = [
+        Feed(1, b"a"), Feed(2, b"x"), Feed(1, b"b"), Finalize(1, False, 0.0), Feed(1, b"c"),
+        Feed(2, b"y"), Open("k"), Feed(1, b"d"), Close(2), Feed(2, b"z"),
+    ]  # fmt: skip
+    assert coalesce(commands) == [
+        Feed(1, b"ab"), Feed(2, b"xy"), Finalize(1, False, 0.0), Feed(1, b"cd"), Open("k"),
+        Close(2), Feed(2, b"z"),
+    ]  # fmt: skip
+    assert coalesce([]) == []

@@ -1,8 +1,9 @@
-"""`--workers N`: several server processes behind one port (`server/workers.py`) sharing one
-engine process (`--engine-process`, `server/engine_process.py`): the layout for hundreds of
-streams on a GPU.
+"""`--workers N`: several server processes behind one port (`server/workers.py`) sharing
+engine processes (`--engine-process`, `--engine-processes K`, `server/engine_process.py`): the
+layout for hundreds of streams on a GPU.
 
-One server of two processes for the module; tests that end a server start their own.
+One server of two processes and two engine processes (one each) for the module; tests that end a
+server start their own, with one engine process shared by both.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in
 
 @pytest.fixture(scope="module")
 def server(asr_model_path, tmp_path_factory):
-    options = ["--workers", "2", "--engine-process", "--max-streams", str(MAX_STREAMS)]
+    options = ["--workers", "2", "--engine-processes", "2", "--max-streams", str(MAX_STREAMS)]
     with running_server(asr_model_path, tmp_path_factory.mktemp("workers"), *options) as server:
         yield server
 
@@ -102,6 +103,7 @@ async def test_one_port_spreads_streams_over_processes_under_one_limit(server, a
     clients = await open_clients(server, MAX_STREAMS)
     pids = worker_pids(server)
     assert len(pids) == 2
+    assert len(spawned_children(server.process.pid)) == 4  # and their two engine processes
     held = [connections_of(pid, server.port) for pid in pids]
     assert sum(held) == MAX_STREAMS and min(held) > 0, held
     status, body = server.http("/health")
@@ -200,6 +202,17 @@ def test_a_model_that_cannot_load_stops_the_server(tmp_path, layout):
     else:
         assert "before it was ready; stopping" in log
         assert "[worker 0]: server failed:" in log or "[worker 1]: server failed:" in log
+
+
+def test_more_engine_processes_than_workers_is_a_clear_error(asr_model_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "nemotron_speech.server", "--workers", "2",
+         "--engine-processes", "3", "--model", str(asr_model_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--engine-processes 3 needs at least as many --workers" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_port_in_use_is_a_clear_error(asr_model_path):

@@ -107,6 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(for hundreds of streams on a GPU; docs/server.md)",
     )
     parser.add_argument(
+        "--engine-processes",
+        type=_positive_int,
+        default=1,
+        help="with --workers: this many engine processes on --device, the server processes "
+        "spread over them (implies --engine-process; one process's step is host-bound at "
+        "~500 streams on an H200, docs/server.md)",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
@@ -147,6 +155,14 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         log.error("%s, or pass --model with a cache-aware streaming .nemo file", exc)
         return 2
+    if args.engine_processes > args.workers:
+        log.error(
+            "--engine-processes %d needs at least as many --workers (each engine process "
+            "serves the streams of the server processes assigned to it)",
+            args.engine_processes,
+        )
+        return 2
+    args.engine_process = args.engine_process or args.engine_processes > 1
     options = {k: getattr(args, k) for k in ServerConfig.__dataclass_fields__}
     config = ServerConfig(**options)
     if args.workers > 1:

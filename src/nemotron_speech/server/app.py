@@ -55,6 +55,7 @@ class ServerConfig:
     backpressure_timeout: float = 20.0  # a stream paused this long is closed (1008)
     batch_wait_ms: float = 0.0
     engine_process: bool = False  # the scheduler in a process of its own, not on a thread
+    engine_processes: int = 1  # how many a --workers server shares out among its processes
     shutdown_timeout: float = 5.0
     port_file: Path | None = None  # where to write the bound port once listening
 

@@ -111,6 +111,32 @@ class Stop:
 
 
 Command = Open | Feed | Finalize | Flush | Close | Stop
+
+
+def coalesce(commands: list[Command]) -> list[Command]:
+    """The same commands with each stream's consecutive audio (nothing else of that stream
+    between) joined into one `Feed`: the engine buffers Feed(a), Feed(b) exactly as
+    Feed(a + b), and a process receiving commands applies one per stream, not one per packet."""
+    out: list[Command] = []
+    audio: dict[int, list[bytes]] = {}  # index in `out` of a Feed -> its audio
+    extendable: dict[int, int] = {}  # stream id -> index in `out` of its Feed nothing follows
+    for command in commands:
+        stream_id = getattr(command, "stream_id", None)
+        if isinstance(command, Feed):
+            if (index := extendable.get(stream_id)) is not None:
+                audio[index].append(command.data)
+                continue
+            extendable[stream_id] = len(out)
+            audio[len(out)] = [command.data]
+        elif stream_id is not None:
+            extendable.pop(stream_id, None)
+        out.append(command)
+    for index, parts in audio.items():
+        if len(parts) > 1:
+            out[index] = Feed(out[index].stream_id, b"".join(parts))
+    return out
+
+
 Receive = Callable[[float | None], list]  # commands, waiting up to that long (None: forever)
 PostEvents = Callable[[list[tuple[Hashable, Event]]], None]
 

@@ -81,16 +81,20 @@ class _Supervisor:
         self._config = config
         self._log_level = log_level
         self.seats = Seats(workers, self._context)
-        self._engine: EngineProcess | None = None
-        if config.engine_process:  # one for all: the GPU time-slices several processes
+        self._engines: list[EngineProcess] = []
+        if config.engine_process:  # shared: the GPU time-slices several processes' steps
             options = (config.batch_wait_ms / 1000, max_graph_batch(config))
-            self._engine = EngineProcess(partial(load_engine, config), options, shared=True)
-            self._engine.start()
+            load = partial(load_engine, config)
+            for _ in range(config.engine_processes):
+                self._engines.append(EngineProcess(load, options, shared=True))
+                self._engines[-1].start()
         self._processes = [self._start(index) for index in range(workers)]
         self._listening = False
 
     def _start(self, index: int):
-        address = self._engine and (self._engine.address, self._engine.authkey)
+        """Start server process `index`, with engine process `index` mod their number."""
+        engine = self._engines[index % len(self._engines)] if self._engines else None
+        address = engine and (engine.address, engine.authkey)
         process = self._context.Process(
             target=_worker_main,
             args=(self._config, self.seats, index, self._log_level, address),
@@ -111,10 +115,11 @@ class _Supervisor:
         """Restart processes that died after they were ready; False if one died before, or the
         shared engine process died (every stream is lost: exit for a process manager to
         restart the whole server)."""
-        if self._engine is not None and not self._engine.process.is_alive():
-            code = self._engine.process.exitcode
-            log.error("the engine process exited (code %s); stopping", code)
-            return False
+        for engine in self._engines:
+            if not engine.process.is_alive():
+                code = engine.process.exitcode
+                log.error("the engine process exited (code %s); stopping", code)
+                return False
         for index, process in enumerate(self._processes):
             if process.is_alive():
                 continue
@@ -139,8 +144,8 @@ class _Supervisor:
                 log.error("%s did not stop; killing it", process.name)
                 process.kill()
                 process.join()
-        if self._engine is not None:  # after the workers: their streams' finals come from it
-            self._engine.join(0)
+        for engine in self._engines:  # after the workers: their streams' finals come from it
+            engine.join(0)
 
 
 def _worker_main(
