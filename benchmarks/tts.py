@@ -2,6 +2,7 @@
 
     python -m benchmarks.tts                          # CPU: the generated test model
     python -m benchmarks.tts --full-size --device cuda --precisions fp32,bf16 --batches 1,4,16
+    python -m benchmarks.tts --full-size --device cuda --steps nemo,graphs   # CUDA graphs or not
 
 A row: B requests of `--text` started together as one batch (`MagpieEngine.run`), each made to
 last exactly `--frames` codec frames (random weights would stop anywhere: EOS is forbidden until
@@ -12,7 +13,9 @@ checkpoint has it; classifier-free guidance and the local transformer too (the e
   that sentence-level chunks would give;
 - RTF: wall time / audio seconds of one request (all B requests play at once; below 1 is faster
   than real time); throughput: audio seconds made per wall second, all requests together;
-- stream overhead: streamed wall time / whole wall time (the chunked codec decodes).
+- stream overhead: streamed wall time / whole wall time (the chunked codec decodes);
+- steps: how each frame's decoder and sampling run (`MagpieEngine.steps`): NeMo's own calls,
+  the same arithmetic as fixed-shape steps ("static"), or those replayed from CUDA graphs.
 `--full-size` builds the published magpie_tts_multilingual_357m architecture with NanoCodec's
 decoder (`testing.make_magpie.FULL_*`, random weights: the compute of trained ones).
 Prints one table and writes JSON (default benchmarks/results/tts-<device>.json).
@@ -144,23 +147,25 @@ def run(args) -> dict:
         "load_s": round(load_s, 1),
         "rows": [],
     }
-    print(f"{'precision':>9} {'B':>3} {'chunk':>5} {'first p50':>10} {'first p90':>10} "
-          f"{'whole':>9} {'RTF':>6} {'x real':>7} {'overhead':>8}")  # fmt: skip
-    # small batches of every precision first: what a cut-off run should still have
-    plan = [(p, b, engine.chunk_frames) for b in args.batches for p in args.precisions]
-    plan += [(p, 1, c) for p in args.precisions for c in args.more_chunks]
-    for precision, batch, chunk in plan:
-        engine.precision, engine.chunk_frames = precision, chunk
+    print(f"{'steps':>6} {'precision':>9} {'B':>3} {'chunk':>5} {'first p50':>10} "
+          f"{'first p90':>10} {'whole':>9} {'RTF':>6} {'x real':>7} {'overhead':>8}")  # fmt: skip
+    # small batches of every variant first: what a cut-off run should still have
+    variants = [(s, p) for s in args.steps for p in args.precisions]
+    plan = [(*v, b, engine.chunk_frames) for b in args.batches for v in variants]
+    plan += [(*v, 1, c) for v in variants for c in args.more_chunks]
+    for steps, precision, batch, chunk in plan:
+        engine.steps, engine.precision, engine.chunk_frames = steps, precision, chunk
         if engine.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        row = {"precision": precision, "chunk": chunk}
+        row = {"steps": steps, "precision": precision, "chunk": chunk}
         row |= measure(engine, batch, args.text, args.rounds)
         if engine.device.type == "cuda":
             row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["rows"].append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)  # every row: a cut-off run keeps it
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"{precision:>9} {batch:>3} {chunk:>5} {row['first_audio_p50_ms']:>8.0f}ms "
+        print(f"{steps:>6} {precision:>9} {batch:>3} {chunk:>5} "
+              f"{row['first_audio_p50_ms']:>8.0f}ms "
               f"{row['first_audio_p90_ms']:>8.0f}ms {row['whole_p50_ms']:>7.0f}ms "
               f"{row['rtf']:>6.3f} {row['throughput_x']:>7.1f} {row['stream_overhead']:>8.2f}",
               flush=True)  # fmt: skip
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-size", action="store_true", help="357M architecture, random")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", type=lambda s: s.split(","), default=["fp32"])
+    parser.add_argument(
+        "--steps", type=lambda s: s.split(","), default=["nemo"], help="nemo, static, graphs"
+    )
     parser.add_argument("--batches", type=int_list, default=[1, 2, 4])
     parser.add_argument("--frames", type=int, default=64, help="codec frames per request")
     parser.add_argument("--first-chunk", type=int, help="frames in the first streamed chunk")

@@ -26,9 +26,13 @@ from nemotron_speech.tts.magpie.errors import (
     MagpieLoadError,
     MagpieModelNotFoundError,
 )
+from nemotron_speech.tts.magpie.graphs import StaticSteps
 from nemotron_speech.tts.magpie.streaming import DecodeTap, Stopped
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# how each frame's decoder and sampling run: NeMo's own calls; the same arithmetic as fixed-shape
+# steps on a preallocated cache (any device); those steps replayed from CUDA graphs (graphs.py)
+STEPS = ("nemo", "static", "graphs")
 FIRST_CHUNK_FRAMES = 4  # ~190 ms of audio at NanoCodec's 21.5 frames a second
 CHUNK_FRAMES = 8
 MAX_TEXT_CHARS = 2_000  # one request; pipecat's TTS services send a sentence at a time
@@ -51,6 +55,11 @@ class MagpieEngine:
     them; languages are those its text tokenizers cover (NeMo's language map); the sample rate is
     the codec's. Audio is float32 in [-1, 1]. `seed` makes a call reproducible (torch's global
     generator is seeded), the same for the streaming and the whole-audio call.
+
+    `steps` (one of `STEPS`, settable between calls): "graphs" replays each frame's decoder step
+    and sampling from CUDA graphs instead of launching NeMo's kernels one by one (a frame is
+    launch-bound on a GPU); "static" runs those steps without graphs. Off ("nemo") by default
+    until measured on a GPU.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class MagpieEngine:
         max_text_chars: int = MAX_TEXT_CHARS,
         voice_names: Sequence[str] | None = None,
         precision: str = "fp32",
+        steps: str = "nemo",
     ):
         from nemo.collections.tts.parts.utils.tts_dataset_utils import LANGUAGE_TOKENIZER_MAP
 
@@ -94,6 +104,8 @@ class MagpieEngine:
         self.max_text_chars = max_text_chars
         self.max_text_tokens = _max_text_tokens(model)
         self.precision = precision
+        self._static: dict[str, StaticSteps] = {}
+        self.steps = steps
         self._lock = threading.Lock()
 
     @classmethod
@@ -134,6 +146,18 @@ class MagpieEngine:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def steps(self) -> str:
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: str) -> None:
+        if steps not in STEPS:
+            raise ValueError(f"steps must be one of {', '.join(STEPS)}, not {steps!r}")
+        if steps != "nemo" and steps not in self._static:  # made once: graphs are kept
+            self._static[steps] = StaticSteps(self.model, capture=steps == "graphs")
+        self._steps = steps
 
     def check(self, text: str, voice: str | None = None, language: str = "en") -> Request:
         """The request for `text`, or `MagpieInputError` saying what is wrong with it."""
@@ -236,11 +260,11 @@ class MagpieEngine:
                 self.first_chunk_frames,
                 self.chunk_frames,
             )
-            with tap.installed(model), self._autocast():
+            with tap.installed(model), self._installed(), self._autocast():
                 model.infer_batch(inputs, use_cfg=True, use_local_transformer_for_inference=True)
             tap.finish()
             return
-        with self._autocast():
+        with self._installed(), self._autocast():
             output = model.infer_batch(
                 inputs, use_cfg=True, use_local_transformer_for_inference=True
             )
@@ -248,6 +272,11 @@ class MagpieEngine:
         for row, length in enumerate(output.predicted_audio_lens.tolist()):
             if length:
                 on_audio(row, audio[row, :length])
+
+    def _installed(self):
+        if self._steps == "nemo":
+            return contextlib.nullcontext()
+        return self._static[self._steps].installed()
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
