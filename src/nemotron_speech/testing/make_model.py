@@ -10,6 +10,13 @@ briefly on CPU until it transcribes every sentence exactly at every right contex
 Deterministic: Python's `random` (NeMo samples the training look-ahead with it), numpy and torch are
 seeded, and training runs on one thread. Bit-identical weights are promised only for the same CPU,
 torch and NeMo versions, which `build.json` records.
+
+    python -m nemotron_speech.testing.make_model --check tests/assets/asr
+
+rebuilds in a temporary folder and compares with the folder's `build.json` (exit 1 on a
+difference); it takes ~11 minutes on one thread. The test suite checks the cheap part on every
+run: the rendered speech and the weights' checksum `FINGERPRINT_STEPS` steps into training, which
+`build.json` also records (`fingerprint`).
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ from pathlib import Path
 
 from nemotron_speech.testing import speech
 from nemotron_speech.testing.sentences import SENTENCES
+from nemotron_speech.testing.training import SEED, exact_matches, train
 
 MODEL_FILE = "tiny-asr.nemo"
 BUILD_FILE = "build.json"
 ATT_CONTEXT_SIZES = [[70, 13], [70, 6], [70, 1], [70, 0]]
-# (steps, peak learning rate, max random leading silence in seconds); the last round makes the
-# model tolerate speech that does not start at t=0
-TRAINING_ROUNDS = ((400, 3e-3, 0.0), (500, 1.5e-3, 0.0), (800, 1e-3, 1.0))
-SEED = 0
+# steps of each training round in the miniature build whose weights' checksum build.json records
+# (`fingerprint`): every round's settings and every part of a step (look-ahead sampling, loss,
+# clipping, AdamW, schedule) move the weights, in ~15 s instead of the full build's ~10 min
+FINGERPRINT_STEPS = 10
 
 
 def model_config(
@@ -193,105 +201,6 @@ def build_untrained(corpus_lines: list[str], work_dir: Path, vocab_size: int = 9
     return EncDecRNNTBPEModel(cfg=OmegaConf.create(model_config(str(work_dir), **arch)))
 
 
-def rnnt_loss(logits, targets, logit_lengths, target_lengths, blank: int):
-    """RNN-T negative log-likelihood, vectorised over labels with logcumsumexp.
-
-    NeMo's CPU loss (warprnnt_numba) takes seconds per batch and leaves numba threads that slow
-    torch down afterwards; this one takes ~0.1 s for the tiny model.
-    """
-    import torch
-
-    log_probs = logits.log_softmax(-1)
-    batch, frames, labels_plus_one, _ = log_probs.shape
-    blank_lp = log_probs[..., blank]
-    tokens = targets[:, : labels_plus_one - 1].clamp(min=0)
-    index = tokens[:, None, :, None].expand(batch, frames, labels_plus_one - 1, 1)
-    label_lp = log_probs[:, :, :-1, :].gather(-1, index).squeeze(-1)
-    emitted = torch.cat([torch.zeros(batch, frames, 1), torch.cumsum(label_lp, dim=-1)], dim=-1)
-    alphas = [emitted[:, 0]]
-    for t in range(1, frames):
-        carried = alphas[-1] + blank_lp[:, t - 1]
-        alphas.append(emitted[:, t] + torch.logcumsumexp(carried - emitted[:, t], dim=-1))
-    alpha = torch.stack(alphas, dim=1)
-    rows = torch.arange(batch)
-    last = logit_lengths - 1
-    return -(alpha[rows, last, target_lengths] + blank_lp[rows, last, target_lengths])
-
-
-def train_round(model, audio, texts, steps: int, lr: float, max_shift_s: float, batch: int = 8):
-    """One seeded AdamW + OneCycle run over random batches of the utterances."""
-    import numpy as np
-    import torch
-
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
-    generator = torch.Generator().manual_seed(SEED)
-    targets = [torch.tensor(model.tokenizer.text_to_ids(text)) for text in texts]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.1
-    )
-    blank = model.joint.num_classes_with_blank - 1
-    model.train()
-    for _ in range(steps):
-        picked = torch.randperm(len(audio), generator=generator)[:batch].tolist()
-        clips = [audio[i] for i in picked]
-        if max_shift_s > 0:
-            clips = [
-                torch.cat(
-                    [
-                        torch.zeros(
-                            int(
-                                torch.randint(
-                                    0, int(max_shift_s * 16000) + 1, (1,), generator=generator
-                                )
-                            )
-                        ),
-                        clip,
-                    ]
-                )
-                for clip in clips
-            ]
-        signal = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-        signal_len = torch.tensor([len(clip) for clip in clips])
-        labels = torch.nn.utils.rnn.pad_sequence([targets[i] for i in picked], batch_first=True)
-        label_len = torch.tensor([len(targets[i]) for i in picked])
-        encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=signal_len)
-        decoded, _, _ = model.decoder(targets=labels, target_length=label_len)
-        logits = model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
-        loss = (rnnt_loss(logits, labels, encoded_len, label_len, blank) / label_len).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    model.eval()
-    return float(loss)
-
-
-def exact_matches(model, audio, texts) -> dict[str, int]:
-    """Offline greedy transcripts equal to the sentence, per right context."""
-    import torch
-
-    counts = {}
-    for context in model.encoder.att_context_size_all:
-        model.encoder.set_default_att_context_size(context)
-        hits = 0
-        for signal, text in zip(audio, texts, strict=True):
-            with torch.inference_mode():
-                encoded, encoded_len = model.forward(
-                    input_signal=signal[None], input_signal_length=torch.tensor([len(signal)])
-                )
-                hyp = model.decoding.rnnt_decoder_predictions_tensor(
-                    encoded, encoded_len, return_hypotheses=True
-                )[0]
-            hits += int(hyp.text.strip() == text)
-        counts[str(context[1])] = hits
-    model.encoder.set_default_att_context_size(model.encoder.att_context_size_all[0])
-    return counts
-
-
 def weights_sha256(model) -> str:
     """Checksum of the state_dict tensors (the .nemo tar's metadata differs between builds)."""
     import hashlib
@@ -304,7 +213,9 @@ def weights_sha256(model) -> str:
 
 
 def build_environment() -> dict[str, str]:
-    """What bit-identical reproduction depends on."""
+    """What bit-identical reproduction depends on. The CPU's model name can be generic (virtual
+    machines report "Intel(R) Xeon(R) Processor" on hosts of different generations), so the
+    instruction set torch picks its kernels for is recorded too."""
     import nemo
     import torch
 
@@ -316,6 +227,7 @@ def build_environment() -> dict[str, str]:
         "torch": torch.__version__,
         "nemo": nemo.__version__,
         "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
         "espeak-ng": subprocess.run(
             ["espeak-ng", "--version"], capture_output=True, text=True
@@ -323,37 +235,56 @@ def build_environment() -> dict[str, str]:
     }
 
 
-def build(out_dir: Path, log=print) -> dict:
-    """Render speech, build and train the model, save `MODEL_FILE` and `BUILD_FILE` in `out_dir`."""
-    import soundfile
+def seeded_untrained(texts: list[str], tokenizer_dir: Path):
+    """The tiny model before training, as every build starts it: one thread, seeded."""
     import torch
     from nemo.utils import logging as nemo_logging
 
     torch.set_num_threads(1)
     nemo_logging.setLevel("ERROR")
+    random.seed(SEED)
+    torch.manual_seed(SEED)
+    return build_untrained(texts * 20, tokenizer_dir)
+
+
+def read_speech(wavs: list[Path]) -> list:
+    """The rendered sentences as float tensors, what training and the exact-match count take."""
+    import soundfile
+    import torch
+
+    return [torch.from_numpy(soundfile.read(wav, dtype="float32")[0]) for wav in wavs]
+
+
+def fingerprint(audio: list) -> str:
+    """The weights' checksum after every training round is cut to `FINGERPRINT_STEPS` steps: what
+    `build.json` records as `fingerprint`, a check of the build code, its seeding and its training
+    loop that does not train the whole model."""
+    texts = list(SENTENCES)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        model = seeded_untrained(texts, Path(tokenizer_dir))
+        train(model, audio, texts, stop_after=FINGERPRINT_STEPS)
+        return weights_sha256(model)
+
+
+def build(out_dir: Path, log=print) -> dict:
+    """Render speech, build and train the model, save `MODEL_FILE` and `BUILD_FILE` in `out_dir`."""
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     wavs = speech.render_all(out_dir / "speech")
-    audio = [torch.from_numpy(soundfile.read(wav, dtype="float32")[0]) for wav in wavs]
+    audio = read_speech(wavs)
     texts = list(SENTENCES)
-    random.seed(SEED)
-    torch.manual_seed(SEED)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
-        model = build_untrained(texts * 20, Path(tokenizer_dir))
-        for steps, lr, shift in TRAINING_ROUNDS:
-            loss = train_round(model, audio, texts, steps, lr, shift)
-            log(
-                f"trained {steps} steps at lr {lr}: loss {loss:.4f}, "
-                f"{time.perf_counter() - started:.0f} s"
-            )
+        model = seeded_untrained(texts, Path(tokenizer_dir))
+        train(model, audio, texts, log=log)
         counts = exact_matches(model, audio, texts)
         model.save_to(str(out_dir / MODEL_FILE))
     record = {
         "model": MODEL_FILE,
         "weights_sha256": weights_sha256(model),
+        "fingerprint": {"steps_per_round": FINGERPRINT_STEPS, "weights_sha256": fingerprint(audio)},
         "exact_matches_per_right_context": counts,
         "utterances": len(texts),
-        "speech_sha256": {wav.name: _file_sha256(wav) for wav in wavs},
+        "speech_sha256": {wav.name: file_sha256(wav) for wav in wavs},
         "environment": build_environment(),
         "build_seconds": round(time.perf_counter() - started, 1),
     }
@@ -362,17 +293,64 @@ def build(out_dir: Path, log=print) -> dict:
     return record
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def differences(rebuilt: dict, record: dict) -> list[str]:
+    """How a rebuild falls short of `record`: every sentence exact at every right context wherever
+    it is built; the checksums only in the recorded environment, the only one they are promised
+    for."""
+    keys = ["exact_matches_per_right_context"]
+    if rebuilt["environment"] == record["environment"]:
+        keys += ["speech_sha256", "fingerprint", "weights_sha256"]
+    return [
+        f"{key}: rebuilt {rebuilt[key]}, recorded {record[key]}"
+        for key in keys
+        if rebuilt[key] != record[key]
+    ]
+
+
+def check(folder: Path, log=print) -> list[str]:
+    """Rebuild in a temporary folder and compare with `folder`'s `BUILD_FILE`."""
+    record = json.loads((folder / BUILD_FILE).read_text())
+    with tempfile.TemporaryDirectory() as work:
+        rebuilt = build(Path(work), log=log)
+    if rebuilt["environment"] != record["environment"]:
+        log(
+            f"checksums not compared: built in {rebuilt['environment']}, "
+            f"bit-identity is promised only in {record['environment']}"
+        )
+    return differences(rebuilt, record)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="output folder")
+    target.add_argument(
+        "--check",
+        type=Path,
+        metavar="FOLDER",
+        help=f"rebuild in a temporary folder and compare with FOLDER/{BUILD_FILE} "
+        "(exit 1 on a difference; ~11 min)",
+    )
     args = parser.parse_args(argv)
-    build(args.out)
+    if args.out:
+        build(args.out)
+        return
+    if not (args.check / BUILD_FILE).is_file():
+        parser.error(
+            f"{args.check / BUILD_FILE} not found: --check takes a folder that --out wrote, "
+            "such as tests/assets/asr"
+        )
+    problems = check(args.check)
+    for problem in problems:
+        print(f"differs: {problem}")
+    print("the rebuild differs from the record" if problems else "the rebuild matches the record")
+    raise SystemExit(1 if problems else 0)
 
 
 if __name__ == "__main__":
