@@ -70,7 +70,8 @@ def test_static_steps_give_nemo_s_audio(model, counts):
     assert counts["decoder"] > 100
     assert counts["local"] == counts["parallel"] == counts["decoder"] + calls
     # the model's own methods are back after each call
-    assert not {"forward", "sample_codes_from_logits"} & set(vars(model))
+    patched = {"forward", "sample_codes_from_logits", "construct_inference_prior"}
+    assert not patched & set(vars(model))
     assert type(model._lt_helper).__name__ == "LocalTransformerHelper"
 
 
@@ -168,6 +169,11 @@ def test_steps_that_cannot_run_are_refused(model, monkeypatch):
     with pytest.raises(ValueError, match="mixture-of-experts"):
         engine.steps = "static"
     assert engine.steps == "nemo"
+    monkeypatch.undo()
+    monkeypatch.setattr(model, "use_kv_cache_for_inference", False)
+    engine = MagpieEngine(model, steps="static")
+    with pytest.raises(ValueError, match="stand in for NeMo's KV-cached decoder calls"):
+        engine.synthesize("Hi.")
 
 
 def test_the_tts_benchmark_compares_steps(tmp_path, monkeypatch):

@@ -78,15 +78,27 @@ class StaticSteps:
         self._texts: dict[int, TextCache] = {}
         self._text: TextCache | None = None
         self._text_length = 0
+        self._copies: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """For the length of one `infer_batch` call; the model's own methods come back after."""
         model = self.model
-        forward, helper = model.forward, model._lt_helper
-        model.forward = functools.partial(self._forward, forward)
+        if not model.use_kv_cache_for_inference:
+            raise ValueError("static decoder steps stand in for NeMo's KV-cached decoder calls")
+        helper = model._lt_helper
+        patches = {
+            "forward": functools.partial(self._forward, model.forward),
+            "sample_codes_from_logits": self._sample_parallel,
+            # NeMo's per-item attention-prior bookkeeping: Python loops that read one value at
+            # a time, here from host copies (the same code and values, no GPU launch and wait
+            # per value); the prior it makes reaches the GPU in one copy (`_step`)
+            "get_most_attended_text_timestep": self._on_host(model.get_most_attended_text_timestep),
+            "construct_inference_prior": self._on_host(model.construct_inference_prior),
+        }
+        for name, value in patches.items():
+            setattr(model, name, value)
         model._lt_helper = _LocalSampler(self, helper)
-        model.sample_codes_from_logits = self._sample_parallel
         on_device = contextlib.nullcontext()
         if self._capture is not None:  # graphs are captured on the current device
             on_device = torch.cuda.device(self.device)
@@ -94,19 +106,35 @@ class StaticSteps:
             with on_device:
                 yield
         finally:
-            del model.forward, model.sample_codes_from_logits
+            for name in patches:
+                delattr(model, name)
             model._lt_helper = helper
+            self._copies = []
 
     def _forward(self, nemo_forward: Callable, **inputs):
-        decoder = self.model.decoder
-        attention = decoder.layers[0].self_attention
-        if not attention.use_cache or isinstance(inputs["cond"], list):
-            return nemo_forward(**inputs)  # NeMo's path without a KV cache: nothing to stand in for
-        if not attention.cache["is_initialized"]:
+        if not self.model.decoder.layers[0].self_attention.cache["is_initialized"]:
             result = nemo_forward(**inputs)  # the context and the BOS frame, all at once
             self._load(inputs["dec_input_embedded"], inputs["cond_mask"])
             return result
         return self._step(inputs["dec_input_embedded"], inputs["attn_prior"])
+
+    def _on_host(self, method: Callable) -> Callable:
+        def on_host(**arguments):
+            return method(**{name: self._host(value) for name, value in arguments.items()})
+
+        return on_host
+
+    def _host(self, value):
+        """A host copy of a tensor (of the last two asked for: text lengths and scores are asked
+        for twice a step), anything else as it is."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        for tensor, copy in self._copies:
+            if tensor is value:
+                return copy
+        copy = value.cpu()
+        self._copies = [*self._copies[-1:], (value, copy)]
+        return copy
 
     def _load(self, embedded: torch.Tensor, text_mask: torch.Tensor) -> None:
         """Copy what NeMo's first call put in the decoder's caches into the static buffers."""
