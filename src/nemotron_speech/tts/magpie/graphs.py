@@ -4,14 +4,16 @@ Per codec frame, NeMo's `infer_batch` runs the decoder (12 layers at full size) 
 sequence with a KV cache grown by `torch.cat`, then the local transformer and a sampler per
 codebook: well over a thousand small kernels. On an H200 a frame took ~29 ms at batch 1, almost
 all of it launching them. `StaticSteps` keeps NeMo's loop, so its attention prior, EOS rules and
-bookkeeping run unchanged, and stands in for the three calls that do the per-frame GPU work
+bookkeeping run unchanged, and stands in for the calls that do the per-frame GPU work
 (instance attributes for one call, like `streaming.DecodeTap`):
 
 - `model.forward`: NeMo's own first call fills the decoder's caches (the speaker context and the
   text); they are copied into static buffers, and every later call runs `steps.decoder_step`
   for the newest position only;
 - `model._lt_helper.sample_autoregressive` and `model.sample_codes_from_logits`:
-  `steps.sample_local` and `steps.sample_parallel`, the item rules as masks.
+  `steps.sample_local` and `steps.sample_parallel`, the item rules as masks;
+- NeMo's attention-prior bookkeeping (`get_most_attended_text_timestep`,
+  `construct_inference_prior`) runs as it is, on host copies of its tensors.
 
 Each is a `_Step` keyed by what fixes its shapes (rows; for the decoder the attention length,
 rounded up to `LENGTH_STEP` positions, the text bucket and the prior's layers), run eagerly
@@ -157,7 +159,8 @@ class StaticSteps:
         text = self._texts.get(bucket)
         if text is None or text.keys[0].dtype != cross.dtype:
             self._texts[bucket] = text = _text_cache(layers, rows, bucket, cross)
-            self._decoders.clear()  # steps hold the buffers they were made with
+            # steps hold the buffers they were made with
+            self._decoders = {key: step for key, step in self._decoders.items() if key[1] != bucket}
         for layer, keys, values in zip(layers, text.keys, text.values, strict=True):
             keys[:, :length].copy_(layer.cross_attention.cache["cross_k"])
             values[:, :length].copy_(layer.cross_attention.cache["cross_v"])
@@ -195,7 +198,8 @@ class StaticSteps:
     def sample_local(self, helper, dec_output, unfinished_items, finished_items, **options):
         forbid = options.pop("forbid_audio_eos", False)
         options = {**_LOCAL_DEFAULTS, **options}
-        key = ("local", *dec_output.shape, *sorted(options.items()), *_autocast(self.device))
+        key = ("local", *dec_output.shape, dec_output.dtype, *sorted(options.items()))
+        key += _autocast(self.device)
         step = self._samplers.get(key)
         if step is None:
             inputs = _Inputs(dec_output)
