@@ -25,8 +25,9 @@ sentence it sends `end` and waits for the final. Per N it reports:
   bound when it nears 100; the JSON has every process and the main thread, a one-process
   server's event loop) and that over N (CPU per stream), this process's CPU (the clients),
   GPU utilisation and memory (sampled with nvidia-smi when on cuda; null where nvidia-smi does
-  not exist), steps per second, mean batch size and step time (from /metrics), and the
-  machine's 1-minute load average at the end (other work on the machine skews results).
+  not exist), steps per second, mean batch size and step time, the scheduler's seconds per
+  second by activity (from /metrics), and the machine's 1-minute load average at the end (other
+  work on the machine skews results).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -65,6 +66,7 @@ from benchmarks.random_weights import emission, invalid_note
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
+from nemotron_speech.server.metrics import SCHEDULER_ACTIVITIES
 
 PACKET_S = 0.02
 PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
@@ -277,6 +279,11 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
             None if cpu["server_cpu_percent"] is None else round(cpu["server_cpu_percent"] / n, 3)
         ),
         "client_cpu_percent": round(100 * (own_after - own_before) / wall, 1),
+        "scheduler_seconds_per_s": {
+            activity: round((after[key] - before[key]) / wall, 3)
+            for activity in SCHEDULER_ACTIVITIES
+            if (key := f'asr_scheduler_seconds_total{{activity="{activity}"}}') in after
+        },
         "steps_per_s": round(steps / wall, 1),
         "mean_batch": round(batch / steps, 2) if steps else 0.0,
         "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
@@ -457,6 +464,10 @@ def print_row(row: dict, header: bool) -> None:
         row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
     ]  # fmt: skip
     print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
+    if busy := row["scheduler_seconds_per_s"]:
+        print("scheduler seconds per second (all engine processes): " + ", ".join(
+            f"{activity} {seconds}" for activity, seconds in busy.items()
+        ))  # fmt: skip
     if row["unmatched_interims"]:
         print(f"{row['unmatched_interims']} interims had a text the calibration pass never saw")
     if not row["valid"]:

@@ -32,6 +32,7 @@ from typing import Any
 from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Stop
 
 log = logging.getLogger("nemotron_speech.server.engine")
+FOLLOW_UP_S = 0.002  # a front's write of what queued during a step takes well under this
 
 
 @dataclass(frozen=True)
@@ -128,26 +129,40 @@ class _Hub:
             self._send(self._joined, (*self._hello, ({}, {}, [])))
 
     def receive(self, timeout: float | None) -> list:
-        """Commands of every front that has some, waiting up to `timeout`."""
+        """Commands of every front that has some, waiting up to `timeout`.
+
+        After a step (`timeout` 0), a front that had a message waiting was blocked writing it
+        while the step ran, and writes what queued meanwhile (its audio joined) as soon as this
+        one is read: that follow-up is waited for, briefly, so that audio joins the next step
+        instead of the one after it."""
         ready = wait([self._wake_read, *self._fronts.values()], timeout)
         if self._wake_read in ready:
             os.read(self._wake_read, 4096)
             self._admit()
         commands: list = self._orphans
         self._orphans = []
+        read = self._read(ready, commands)
+        if timeout == 0 and read:
+            self._read(wait(read, FOLLOW_UP_S), commands)
+        if not self._fronts and not self._shared and self._joined:
+            commands.append(Stop())  # a front's own engine process ends with its front
+        return commands
+
+    def _read(self, ready: list, commands: list) -> list[Connection]:
+        """Append the commands waiting on the `ready` connections; the connections read."""
+        read = []
         for front, connection in list(self._fronts.items()):
             try:
                 while connection in ready and connection.poll():
                     commands += self._from(front, connection.recv())
+                    read += [] if connection in read else [connection]
             except (EOFError, OSError):  # the front left: free its streams
                 del self._fronts[front]
                 left = [i for i, owner in self._owner.items() if owner == front]
                 for stream_id in left:
                     del self._owner[stream_id]
                 commands += [Close(stream_id) for stream_id in left]
-        if not self._fronts and not self._shared and self._joined:
-            commands.append(Stop())  # a front's own engine process ends with its front
-        return commands
+        return read
 
     def _from(self, front: int, batch: list) -> list:
         for index, command in enumerate(batch):

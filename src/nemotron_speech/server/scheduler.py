@@ -189,13 +189,23 @@ class Scheduler:
                 self._step()
                 # what queued meanwhile joins the next step, as ready since this one began
                 self._busy_since = started
-                if not self._apply_all(receive(0)):
+                if not self._apply_all(self._receive(receive, 0)):
                     return
                 self._busy_since = None
                 continue
             # sleep until commands come or the oldest ready chunk's deadline passes
-            if not self._apply_all(receive(delay)):
+            if not self._apply_all(self._receive(receive, delay)):
                 return
+
+    def _receive(self, receive: Receive, timeout: float | None) -> list:
+        started = time.perf_counter()
+        commands = receive(timeout)
+        self._account("receiving", started)
+        return commands
+
+    def _account(self, activity: str, started: float) -> None:
+        """Count the time since `started` (perf_counter) as `activity` (metrics.py's list)."""
+        self._metrics.scheduler_seconds.inc(time.perf_counter() - started, label=activity)
 
     def _step_delay(self) -> float | None:
         """Seconds to wait before the next step (see the module's scheduling); None: no work."""
@@ -210,6 +220,7 @@ class Scheduler:
 
     def _apply_all(self, commands: list) -> bool:
         """Apply commands in order; False when one of them is the stop signal."""
+        started = time.perf_counter()
         try:
             for command in commands:
                 if isinstance(command, Stop):
@@ -221,6 +232,7 @@ class Scheduler:
                     self._fail(getattr(command, "stream_id", None))
             return True
         finally:
+            self._account("commands", started)
             self._post()
 
     def _apply(self, command) -> None:
@@ -297,12 +309,18 @@ class Scheduler:
         """One engine step (over every ready stream, or `only` these); False if it ran none."""
         started = time.perf_counter()
         try:
+            return self._run_step(only, started)
+        finally:
+            self._account("step", started)
+            self._post()
+
+    def _run_step(self, only: tuple[int, ...] | None, started: float) -> bool:
+        try:
             results = self.engine.step(only=only)
         except Exception:
             log.exception("engine step failed; closing every stream")
             for stream_id in list(self._streams):
                 self._fail(stream_id)
-            self._post()
             return False
         info = self.engine.last_step
         for stream_id in info.stream_ids:  # behind: what is left was ready before this step
@@ -318,7 +336,6 @@ class Scheduler:
                 self._deliver(stream, result)
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
-        self._post()
         return info.batch_size > 0
 
     def _report_consumed(self, stream_id: int) -> None:
@@ -378,5 +395,7 @@ class Scheduler:
     def _post(self) -> None:
         """Hand every event queued since the last post to the connections in one call: one
         wake-up of the event loop per step, not one per stream."""
+        started = time.perf_counter()
         events, self._outbox = self._outbox, []
         self._post_events(events)
+        self._account("events", started)
