@@ -15,7 +15,8 @@ checkpoint has it; classifier-free guidance and the local transformer too (the e
   than real time); throughput: audio seconds made per wall second, all requests together;
 - stream overhead: streamed wall time / whole wall time (the chunked codec decodes);
 - steps: how each frame's decoder and sampling run (`MagpieEngine.steps`): NeMo's own calls,
-  the same arithmetic as fixed-shape steps ("static"), or those replayed from CUDA graphs.
+  the same arithmetic as fixed-shape steps ("static"), or those replayed from CUDA graphs
+  (without `--steps`, the engine's default: graphs on CUDA, NeMo's calls on a CPU).
 `--full-size` builds the published magpie_tts_multilingual_357m architecture with NanoCodec's
 decoder (`testing.make_magpie.FULL_*`, random weights: the compute of trained ones).
 Prints one table and writes JSON (default benchmarks/results/tts-<device>.json).
@@ -150,7 +151,7 @@ def run(args) -> dict:
     print(f"{'steps':>6} {'precision':>9} {'B':>3} {'chunk':>5} {'first p50':>10} "
           f"{'first p90':>10} {'whole':>9} {'RTF':>6} {'x real':>7} {'overhead':>8}")  # fmt: skip
     # small batches of every variant first: what a cut-off run should still have
-    variants = [(s, p) for s in args.steps for p in args.precisions]
+    variants = [(s, p) for s in args.steps or [engine.steps] for p in args.precisions]
     plan = [(*v, b, engine.chunk_frames) for b in args.batches for v in variants]
     plan += [(*v, 1, c) for v in variants for c in args.more_chunks]
     for steps, precision, batch, chunk in plan:
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", type=lambda s: s.split(","), default=["fp32"])
     parser.add_argument(
-        "--steps", type=lambda s: s.split(","), default=["nemo"], help="nemo, static, graphs"
+        "--steps",
+        type=lambda s: s.split(","),
+        help="nemo, static, graphs (default: the engine's, graphs on CUDA)",
     )
     parser.add_argument("--batches", type=int_list, default=[1, 2, 4])
     parser.add_argument("--frames", type=int, default=64, help="codec frames per request")

@@ -311,8 +311,8 @@ def test_the_tts_benchmark_runs_on_the_test_model(tmp_path, monkeypatch):
     argv = ["--batches", "1,2", "--frames", "12", "--rounds", "1", "--more-chunks", "4"]
     benchmark.main([*argv, "--json", str(out)])
     result = json.loads(out.read_text())
-    rows = [(row["batch"], row["chunk"]) for row in result["rows"]]
-    assert rows == [(1, 8), (2, 8), (1, 4)]
+    rows = [(row["steps"], row["batch"], row["chunk"]) for row in result["rows"]]
+    assert rows == [("nemo", 1, 8), ("nemo", 2, 8), ("nemo", 1, 4)]  # the engine's CPU default
     frame_s = 1024 / 22050
     for row in result["rows"]:
         assert row["audio_s"] == round(12 * frame_s, 3)  # the length the benchmark fixes

@@ -151,7 +151,7 @@ def check_streaming() -> str:
     import numpy as np
 
     engine = tiny_engine()
-    engine.steps = "graphs"
+    assert engine.steps == "graphs", "an engine on CUDA defaults to its graph steps"
     whole = engine.synthesize(LONG, seed=0)
     chunks: list[np.ndarray] = []
     engine.stream(LONG, chunks.append, seed=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from nemotron_speech.tts.magpie.errors import (
     MagpieLoadError,
     MagpieModelNotFoundError,
 )
-from nemotron_speech.tts.magpie.graphs import StaticSteps
+from nemotron_speech.tts.magpie.graphs import StaticSteps, unsupported
 from nemotron_speech.tts.magpie.streaming import DecodeTap, Stopped
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -38,6 +39,28 @@ CHUNK_FRAMES = 8
 MAX_TEXT_CHARS = 2_000  # one request; pipecat's TTS services send a sentence at a time
 
 OnAudio = Callable[[int, np.ndarray], None]
+
+log = logging.getLogger(__name__)
+
+
+def default_steps(model, device: torch.device) -> str:
+    """The engine's steps unless told: CUDA graphs on a CUDA device, else NeMo's own calls.
+
+    Why graphs: on an H200 (full-size architecture, random weights; docs/benchmarks.md) a frame
+    took 6.5 ms against NeMo's 36 at batch 1 and 10 against 45 at batch 16, about 5x fewer, and
+    the codes were NeMo's in fp32 (tests/test_magpie_cuda.py). A CPU cannot run CUDA graphs
+    (the static steps alone were not measured there), so it keeps NeMo's calls; so does a decoder
+    the graph steps cannot stand in for, with a warning, since the fast path is lost.
+    """
+    if device.type != "cuda":
+        return "nemo"
+    reason = unsupported(model)
+    if reason is None and not model.use_kv_cache_for_inference:
+        reason = "NeMo's uncached decoder path"
+    if reason is None:
+        return "graphs"
+    log.warning("Magpie on %s runs NeMo's own steps: CUDA graphs do not support %s", device, reason)
+    return "nemo"
 
 
 @dataclass(frozen=True)
@@ -58,8 +81,8 @@ class MagpieEngine:
 
     `steps` (one of `STEPS`, settable between calls): "graphs" replays each frame's decoder step
     and sampling from CUDA graphs instead of launching NeMo's kernels one by one (a frame is
-    launch-bound on a GPU); "static" runs those steps without graphs. Off ("nemo") by default
-    until measured on a GPU.
+    launch-bound on a GPU); "static" runs those steps without graphs; "nemo" is NeMo's own
+    calls. None picks `default_steps`: graphs on a CUDA device, NeMo's calls on a CPU.
     """
 
     def __init__(
@@ -71,7 +94,7 @@ class MagpieEngine:
         max_text_chars: int = MAX_TEXT_CHARS,
         voice_names: Sequence[str] | None = None,
         precision: str = "fp32",
-        steps: str = "nemo",
+        steps: str | None = None,
     ):
         from nemo.collections.tts.parts.utils.tts_dataset_utils import LANGUAGE_TOKENIZER_MAP
 
@@ -105,7 +128,7 @@ class MagpieEngine:
         self.max_text_tokens = _max_text_tokens(model)
         self.precision = precision
         self._static: dict[str, StaticSteps] = {}
-        self.steps = steps
+        self.steps = default_steps(model, self.device) if steps is None else steps
         self._lock = threading.Lock()
 
     @classmethod

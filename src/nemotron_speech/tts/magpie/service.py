@@ -94,7 +94,7 @@ class NemotronMagpieTTSService(TTSService):
             engine: An already loaded engine instead; it may be shared (it has a lock).
             device: "cpu", "cuda" or "cuda:N" when loading.
             engine_options: Keyword arguments for `MagpieEngine` when loading (chunk sizes,
-                precision, voice names, `steps="graphs"` for CUDA graphs).
+                precision, voice names, `steps`: CUDA graphs on a CUDA device unless told).
             settings: Runtime-updatable settings (voice, language).
             **kwargs: Additional arguments passed to the parent `TTSService`.
         """
