@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import websockets
@@ -39,6 +40,7 @@ COUNTED = (
     "asr_steps_total",
     "asr_step_batch_size_sum",
 )
+SCHEDULER = tuple(f'asr_scheduler_seconds_total{{activity="{a}"}}' for a in ("step", "commands"))
 # Far shorter than the engine needs for the 8 s bound, so a stream held there is closed; the
 # other tests here send at most ~6 s per stream and are never held.
 BACKPRESSURE_TIMEOUT = 0.02
@@ -242,14 +244,21 @@ async def test_metrics_account_for_one_stream(server, audio):
     status, text = server.http("/metrics")
     assert status == 200 and "# TYPE asr_step_seconds histogram" in text
     server.wait_for_metric("asr_streams_open", 0)
-    before = {name: server.metric(name) for name in COUNTED}
+    names = (*COUNTED, "asr_step_seconds_sum", *SCHEDULER)
+    before = {name: server.metric(name) for name in names}
+    started = time.perf_counter()
     async with AsrClient.connect(server.url, token=TOKEN) as client:
         await send(client, audio[12])
         await client.flush()
         await client.end()
         events = await events_until_final(client)
     server.wait_for_metric("asr_streams_open", 0)
+    wall = time.perf_counter() - started
     delta = {name: server.metric(name) - value for name, value in before.items()}
+    # the scheduler's step time wraps the engine's steps; its command time holds the feeds
+    step, commands = (delta.pop(name) for name in SCHEDULER)
+    assert delta.pop("asr_step_seconds_sum") <= step <= wall
+    assert 0 < commands < wall
     interims = sum(not event.is_final for event in events)
     steps = delta["asr_steps_total"]
     assert interims > 0 and steps > 0
