@@ -12,7 +12,7 @@ from server_fixtures import pcm16
 
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
-from nemotron_speech.protocol import Transcript
+from nemotron_speech.protocol import CloseCode, Error, Transcript
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
     Close,
@@ -23,6 +23,7 @@ from nemotron_speech.server.scheduler import (
     Opened,
     Scheduler,
     Stop,
+    StreamClosed,
     coalesce,
 )
 
@@ -141,3 +142,25 @@ def test_coalesce_joins_each_streams_consecutive_audio_and_keeps_every_order():
         Close(2), Feed(2, b"z"),
     ]  # fmt: skip
     assert coalesce([]) == []
+
+
+def test_too_much_audio_during_a_reset_ends_the_stream_with_1008(engine, audio):
+    """Audio sent while a reset is in progress waits for its final (the engine takes none until
+    the stream is clean), bounded like the engine's own buffer: past twice that bound the stream
+    ends with 1008 rather than growing without limit. All in one batch of commands, so no step
+    can finish the reset first."""
+    packet = audio[:CHUNK_BYTES]
+    bound = 2 * engine.max_buffered_samples  # bytes: twice the engine's bound in samples
+
+    def reset_then_flood(script: Script) -> list:
+        stream_id = script.streams[0]
+        flood = [Feed(stream_id, packet)] * (bound // len(packet) + 1)
+        return [Finalize(stream_id, True, time.perf_counter()), *flood]
+
+    script = run(engine, Script([Open(0)], feed(0, audio[:1600]), reset_then_flood))
+    events = [event for key, event in script.events if key == 0 and not isinstance(event, Opened)]
+    assert events[-2:] == [
+        Error("audio buffer full: too much audio arrived while finalizing"),
+        StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"),
+    ]
+    assert not any(isinstance(event, Transcript) and event.finalize for event in events)
