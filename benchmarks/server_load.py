@@ -442,7 +442,7 @@ def main() -> None:
         "batch_wait_ms": args.batch_wait_ms,
         "precision": args.precision,
         "workers": args.workers,
-        "engine_process": args.engine_process,
+        "engine_process": args.engine_process or args.engine_processes > 1,
         "engine_processes": args.engine_processes,
         "command": " ".join(sys.argv),
         "solo_tokens": [u.tokens for u in utterances],

@@ -13,8 +13,10 @@ from server_fixtures import pcm16
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
 from nemotron_speech.protocol import CloseCode, Error, Transcript
+from nemotron_speech.server.inference import coalesce
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
+    IDLE_SPELL_S,
     Close,
     Consumed,
     Feed,
@@ -24,7 +26,6 @@ from nemotron_speech.server.scheduler import (
     Scheduler,
     Stop,
     StreamClosed,
-    coalesce,
 )
 
 WAIT = 30.0  # a batch wait no test run could mistake for "at once"
@@ -48,7 +49,7 @@ class Script:
 
     def __init__(self, *batches):
         self.batches = list(batches)
-        self.timeouts: list[float | None] = []  # of the calls that may wait
+        self.timeouts: list[float] = []  # of the calls that may wait (IDLE_SPELL_S: no work)
         self.drains = 0  # calls that must not wait: one after every step
         self.events: list[tuple[int, object]] = []
         self.streams: dict[int, int] = {}  # key -> stream id, from the Opened events
@@ -59,7 +60,7 @@ class Script:
                 self.streams[key] = event.stream_id
         self.events += events
 
-    def receive(self, timeout: float | None) -> list:
+    def receive(self, timeout: float) -> list:
         if timeout == 0:  # the drain after a step: nothing arrives during one here
             self.drains += 1
             return []
@@ -86,9 +87,10 @@ def feed(key: int, data: bytes):
 
 def test_a_lone_stream_is_stepped_at_once(engine, audio):
     script = run(engine, Script([Open(0)], feed(0, audio[:CHUNK_BYTES])))
-    assert script.timeouts[:2] == [None, None]  # no work, then the feed: never a wait
+    # no work, then the feed: never a batch wait
+    assert script.timeouts[:2] == [IDLE_SPELL_S, IDLE_SPELL_S]
     assert Transcript in script.kinds(0) or Consumed in script.kinds(0)
-    assert script.timeouts[2] is None  # stepped before it asked for more
+    assert script.timeouts[2] == IDLE_SPELL_S  # stepped before it asked for more
     assert script.drains >= 1  # and took what had queued during the step before idling
 
 
@@ -99,17 +101,17 @@ def test_a_ready_chunk_waits_for_the_other_streams_then_steps_with_them(engine, 
     assert waited is not None and WAIT - 5 < waited <= WAIT  # stream 1 may still send
     consumed = [key for key, event in script.events if isinstance(event, Consumed)]
     assert consumed[:2] in ([0, 1], [1, 0])  # one step took both
-    assert script.timeouts[3] is None
+    assert script.timeouts[3] == IDLE_SPELL_S
 
 
 def test_a_finalize_jumps_the_queue(engine, audio):
     finalize = lambda script: [Finalize(script.streams[0], True, time.perf_counter())]  # noqa: E731
     script = Script([Open(0), Open(1)], feed(0, audio[:1600]), finalize)
     run(engine, script)
-    assert script.timeouts[2] is None  # 50 ms: no chunk to step yet
+    assert script.timeouts[2] == IDLE_SPELL_S  # 50 ms: no chunk to step yet
     finals = [e for k, e in script.events if k == 0 and isinstance(e, Transcript) and e.finalize]
     assert len(finals) == 1  # delivered before the next receive: no wait for stream 1
-    assert script.timeouts[3] is None
+    assert script.timeouts[3] == IDLE_SPELL_S
 
 
 def test_after_an_idle_spell_a_ready_chunk_waits_again(engine, audio):
@@ -124,7 +126,7 @@ def test_after_an_idle_spell_a_ready_chunk_waits_again(engine, audio):
 
     script = Script([Open(0), Open(1)], both, after_idling)
     run(engine, script)
-    assert script.timeouts[2] is None  # both ready at once: stepped, then idle
+    assert script.timeouts[2] == IDLE_SPELL_S  # both ready at once: stepped, then idle
     waited = script.timeouts[3]
     assert waited is not None and WAIT - IDLE / 2 < waited <= WAIT  # not shortened by the idling
 

@@ -1,9 +1,9 @@
-"""`--workers N`: several server processes behind one port (`server/workers.py`) sharing
-engine processes (`--engine-process`, `--engine-processes K`, `server/engine_process.py`): the
-layout for hundreds of streams on a GPU.
+"""`--workers N`: several server processes behind one port (`server/workers.py`) sharing one
+engine process (`--engine-process`, `server/engine_process.py`), or K of them
+(`--engine-processes K`): the layout for hundreds of streams on a GPU.
 
-One server of two processes and two engine processes (one each) for the module; tests that end a
-server start their own, with one engine process shared by both.
+One server of two processes sharing one engine process for the module; tests that end a server
+start their own.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from server_fixtures import events_until_final, frames, pcm16, running_server, t
 
 from nemotron_speech.child_server import ServerStartError
 from nemotron_speech.client import AsrClient, AsrConnectionError
-from nemotron_speech.protocol import CloseCode, Error, Transcript
+from nemotron_speech.protocol import CloseCode, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, start_server
+from nemotron_speech.server.scheduler import ENGINE_FAILURE
 from nemotron_speech.testing.sentences import SENTENCES
 
 MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in 65,536
@@ -31,7 +32,7 @@ MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in
 
 @pytest.fixture(scope="module")
 def server(asr_model_path, tmp_path_factory):
-    options = ["--workers", "2", "--engine-processes", "2", "--max-streams", str(MAX_STREAMS)]
+    options = ["--workers", "2", "--engine-process", "--max-streams", str(MAX_STREAMS)]
     with running_server(asr_model_path, tmp_path_factory.mktemp("workers"), *options) as server:
         yield server
 
@@ -63,9 +64,8 @@ def worker_pids(server: AsrServerProcess) -> list[int]:
     return [pid for pid in children if connections_of(pid, server.port, state="0A")]
 
 
-def engine_pid(server: AsrServerProcess) -> int:
-    (pid,) = set(spawned_children(server.process.pid)) - set(worker_pids(server))
-    return pid
+def engine_pids(server: AsrServerProcess) -> set[int]:
+    return set(spawned_children(server.process.pid)) - set(worker_pids(server))
 
 
 def connections_of(pid: int, port: int, state: str = "01") -> int:
@@ -103,7 +103,7 @@ async def test_one_port_spreads_streams_over_processes_under_one_limit(server, a
     clients = await open_clients(server, MAX_STREAMS)
     pids = worker_pids(server)
     assert len(pids) == 2
-    assert len(spawned_children(server.process.pid)) == 4  # and their two engine processes
+    assert len(spawned_children(server.process.pid)) == 3  # and their engine process
     held = [connections_of(pid, server.port) for pid in pids]
     assert sum(held) == MAX_STREAMS and min(held) > 0, held
     status, body = server.http("/health")
@@ -148,24 +148,32 @@ async def test_a_dead_process_costs_only_its_streams_and_is_replaced(server, aud
     assert "restarting it" in server.log()
 
 
-async def test_a_dead_engine_process_ends_every_stream_with_1011_and_the_server(
+async def test_a_dead_engine_process_ends_its_streams_with_1011_and_the_server(
     asr_model_path, tmp_path, audio
 ):
-    """The engine process is shared, so its death costs every stream: each gets the engine-failure
-    close, and the server exits non-zero for its process manager to restart it."""
-    options = ("--workers", "2", "--engine-process")
+    """With `--engine-processes 2` each front has an engine process of its own. One dying costs
+    its front's streams (the engine-failure close); the server then exits non-zero for its
+    process manager to restart it, and the other front's streams get their finals on the way."""
+    options = ("--workers", "2", "--engine-processes", "2", "--max-streams", str(MAX_STREAMS))
     with running_server(asr_model_path, tmp_path, *options) as server:
-        clients = await open_clients(server, 4)
-        for client, clip in zip(clients, audio, strict=False):
+        assert len(spawned_children(server.process.pid)) == 4  # two fronts, two engines
+        clients = await open_clients(server, MAX_STREAMS)
+        held = [connections_of(pid, server.port) for pid in worker_pids(server)]
+        for client, clip in zip(clients, audio, strict=True):
             await client.send_audio(clip[:16000])
-        os.kill(engine_pid(server), signal.SIGKILL)
+        os.kill(min(engine_pids(server)), signal.SIGKILL)
+        failed = 0
         for client in clients:
-            assert [event async for event in client][-1] == Error(
-                "internal error in the ASR engine; reconnect"
-            )
-            assert (client.close_code, client.close_reason) == (1011, "engine failure")
+            events = [event async for event in client]
+            if client.close_code == 1011:
+                assert (events[-1], client.close_reason) == (ENGINE_FAILURE[0], "engine failure")
+                failed += 1
+            else:
+                assert client.close_code == CloseCode.GOING_AWAY
+                assert events[-1].is_final and events[-1].finalize
+        assert failed in held  # exactly one front's streams
         assert server.process.wait(60) == 1
-        assert "the engine process exited" in server.log()
+        assert "exited (code -9); stopping" in server.log()
 
 
 async def test_sigterm_to_every_process_still_finalizes_every_stream(

@@ -158,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if args.engine_processes > args.workers:
         log.error(
             "--engine-processes %d needs at least as many --workers (each engine process "
-            "serves the streams of the server processes assigned to it)",
+            "serves the streams of the server processes assigned to it): pass --workers %d "
+            "or more",
+            args.engine_processes,
             args.engine_processes,
         )
         return 2

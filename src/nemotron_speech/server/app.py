@@ -59,6 +59,12 @@ class ServerConfig:
     shutdown_timeout: float = 5.0
     port_file: Path | None = None  # where to write the bound port once listening
 
+    def __post_init__(self) -> None:
+        if self.engine_processes < 1 or (self.engine_processes > 1 and not self.engine_process):
+            raise ValueError(
+                f"engine_processes={self.engine_processes} needs engine_process=True and >= 1"
+            )
+
     @property
     def limits(self) -> Limits:
         return Limits(self.idle_timeout, self.max_buffered_seconds, self.backpressure_timeout)

@@ -24,6 +24,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, wait
@@ -128,7 +129,7 @@ class _Hub:
             self._fronts[self._joined] = connection
             self._send(self._joined, (*self._hello, ({}, {}, [])))
 
-    def receive(self, timeout: float | None) -> list:
+    def receive(self, timeout: float) -> list:
         """Commands of every front that has some, waiting up to `timeout`.
 
         After a step (`timeout` 0), a front that had a message waiting was blocked writing it
@@ -141,9 +142,11 @@ class _Hub:
             self._admit()
         commands: list = self._orphans
         self._orphans = []
-        read = self._read(ready, commands)
-        if timeout == 0 and read:
-            self._read(wait(read, FOLLOW_UP_S), commands)
+        pending = self._read(ready, commands)
+        deadline = time.perf_counter() + FOLLOW_UP_S
+        while timeout == 0 and pending and (left := deadline - time.perf_counter()) > 0:
+            answered = self._read(wait(pending, left), commands)
+            pending = [c for c in pending if c not in answered and c in self._fronts.values()]
         if not self._fronts and not self._shared and self._joined:
             commands.append(Stop())  # a front's own engine process ends with its front
         return commands
@@ -155,7 +158,8 @@ class _Hub:
             try:
                 while connection in ready and connection.poll():
                     commands += self._from(front, connection.recv())
-                    read += [] if connection in read else [connection]
+                    if connection not in read:
+                        read.append(connection)
             except (EOFError, OSError):  # the front left: free its streams
                 del self._fronts[front]
                 left = [i for i, owner in self._owner.items() if owner == front]

@@ -4,10 +4,11 @@ process of its own (`--engine-process`); the connections talk to either through 
 On a thread, the engine's step shares the interpreter's lock with the event loop: each time the
 step releases it (every torch call does), it must win it back from a loop busy with hundreds of
 connections, so steps stretch at scale (docs/server.md has the measurement). In a process of its
-own the scheduler has an interpreter to itself; commands cross a pipe in one batch per loop
-iteration, and events come back in one batch per step, with the metric updates the scheduler
-made (replayed into the server's registry, so `/metrics` is unchanged). A `--workers` server
-shares one engine process among its processes (docs/server.md says why).
+own the scheduler has an interpreter to itself; commands cross a pipe in one batch per write
+(each stream's audio joined: `coalesce`), and events come back in one batch per step, with the
+metric updates the scheduler made (replayed into the server's registry, so `/metrics` is
+unchanged). A `--workers` server shares its engine process (or `--engine-processes K` of them)
+among its processes (docs/server.md says why).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from nemotron_speech.server.scheduler import (
     Scheduler,
     Stop,
     StreamClosed,
-    coalesce,
 )
 
 __all__ = [
@@ -170,7 +170,7 @@ class InferenceThread(_Inference):
         if events:
             self._loop.call_soon_threadsafe(self._dispatch, events)
 
-    def _receive(self, timeout: float | None) -> list:
+    def _receive(self, timeout: float) -> list:
         try:
             commands = [self._commands.get(timeout=timeout)]
         except queue.Empty:
@@ -250,14 +250,17 @@ class InferenceProcess(_Inference):
             batches = [self._outgoing.get()]
             while not self._outgoing.empty():
                 batches.append(self._outgoing.get_nowait())
-            ended = batches[-1] is None
+            ended = None in batches  # stop(): what it queued before is in `batches`
             commands = coalesce([c for batch in batches if batch is not None for c in batch])
             try:
                 if commands:
                     self._pipe.send(commands)
             except OSError:
                 return  # the engine process is gone; the reader reports it
-        self._pipe.close()
+        # leave: the engine process reads the end (and frees our streams), then closes its side,
+        # which ends the reader's recv (closing the pipe here would not wake it)
+        with socket.socket(fileno=os.dup(self._pipe.fileno())) as sock:
+            sock.shutdown(socket.SHUT_WR)
 
     def _read_forever(self) -> None:
         try:
@@ -270,6 +273,7 @@ class InferenceProcess(_Inference):
             try:
                 kind, payload, updates = self._pipe.recv()
             except (EOFError, OSError) as exc:
+                self._pipe.close()
                 self._loop.call_soon_threadsafe(self._lost, exc)
                 return
             self._loop.call_soon_threadsafe(self._on_message, kind, payload, updates)
@@ -319,6 +323,30 @@ class EngineProcess:
             self.process.terminate()
             self.process.join(5)
         self._folder.cleanup()
+
+
+def coalesce(commands: list[Command]) -> list[Command]:
+    """The same commands with each stream's consecutive audio (nothing else of that stream
+    between) joined into one `Feed`: the engine buffers Feed(a), Feed(b) exactly as
+    Feed(a + b), and a process receiving commands applies one per stream, not one per packet."""
+    out: list[Command] = []
+    audio: dict[int, list[bytes]] = {}  # index in `out` of a Feed -> its audio
+    extendable: dict[int, int] = {}  # stream id -> index in `out` of its Feed nothing follows
+    for command in commands:
+        stream_id = getattr(command, "stream_id", None)
+        if isinstance(command, Feed):
+            if (index := extendable.get(stream_id)) is not None:
+                audio[index].append(command.data)
+                continue
+            extendable[stream_id] = len(out)
+            audio[len(out)] = [command.data]
+        elif stream_id is not None:
+            extendable.pop(stream_id, None)
+        out.append(command)
+    for index, parts in audio.items():
+        if len(parts) > 1:
+            out[index] = Feed(out[index].stream_id, b"".join(parts))
+    return out
 
 
 def _connect(address: str, authkey: bytes, own: EngineProcess | None) -> Connection:

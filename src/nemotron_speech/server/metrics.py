@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-SCHEDULER_ACTIVITIES = ("receiving", "commands", "step", "events")
+SCHEDULER_ACTIVITIES = ("idle", "reading", "commands", "step", "events")
 
 
 class LabelledCounter:
@@ -102,8 +102,9 @@ class ServerMetrics:
 
         self.scheduler_seconds = LabelledCounter(
             "asr_scheduler_seconds",
-            "Scheduler wall time by activity: waiting for and reading commands, applying them, "
-            "engine steps, handing events to the connections. Where a loaded server's time goes.",
+            "Scheduler wall time by activity: waiting for commands (idle), reading those that "
+            "queued during a step, applying commands, engine steps, handing events to the "
+            "connections. Where a loaded server's time goes.",
             "activity",
             SCHEDULER_ACTIVITIES,
             registry,

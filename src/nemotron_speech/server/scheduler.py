@@ -44,6 +44,7 @@ from nemotron_speech.asr.errors import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
 
 log = logging.getLogger(__name__)
+IDLE_SPELL_S = 1.0  # a wait for commands with no work, between two counts of idle time
 
 
 @dataclass(frozen=True)
@@ -113,31 +114,7 @@ class Stop:
 Command = Open | Feed | Finalize | Flush | Close | Stop
 
 
-def coalesce(commands: list[Command]) -> list[Command]:
-    """The same commands with each stream's consecutive audio (nothing else of that stream
-    between) joined into one `Feed`: the engine buffers Feed(a), Feed(b) exactly as
-    Feed(a + b), and a process receiving commands applies one per stream, not one per packet."""
-    out: list[Command] = []
-    audio: dict[int, list[bytes]] = {}  # index in `out` of a Feed -> its audio
-    extendable: dict[int, int] = {}  # stream id -> index in `out` of its Feed nothing follows
-    for command in commands:
-        stream_id = getattr(command, "stream_id", None)
-        if isinstance(command, Feed):
-            if (index := extendable.get(stream_id)) is not None:
-                audio[index].append(command.data)
-                continue
-            extendable[stream_id] = len(out)
-            audio[len(out)] = [command.data]
-        elif stream_id is not None:
-            extendable.pop(stream_id, None)
-        out.append(command)
-    for index, parts in audio.items():
-        if len(parts) > 1:
-            out[index] = Feed(out[index].stream_id, b"".join(parts))
-    return out
-
-
-Receive = Callable[[float | None], list]  # commands, waiting up to that long (None: forever)
+Receive = Callable[[float], list]  # commands, waiting up to that many seconds
 PostEvents = Callable[[list[tuple[Hashable, Event]]], None]
 
 
@@ -179,6 +156,7 @@ class Scheduler:
         # when the commands being applied may have arrived: a step's start if they queued
         # behind it (they waited through it already), else None (they just arrived)
         self._busy_since: float | None = None
+        self._step_time = 0.0  # seconds in `_step` (with its events) so far, for the accounting
 
     def serve(self, receive: Receive) -> None:
         """Apply commands and step until a `Stop` arrives."""
@@ -193,14 +171,16 @@ class Scheduler:
                     return
                 self._busy_since = None
                 continue
-            # sleep until commands come or the oldest ready chunk's deadline passes
-            if not self._apply_all(self._receive(receive, delay)):
+            # sleep until commands come or the oldest ready chunk's deadline passes (with no
+            # work, in spells of IDLE_SPELL_S: idle time is counted as it passes)
+            if not self._apply_all(self._receive(receive, delay or IDLE_SPELL_S)):
                 return
 
-    def _receive(self, receive: Receive, timeout: float | None) -> list:
+    def _receive(self, receive: Receive, timeout: float) -> list:
+        """`receive`, its time counted as reading (the drain after a step) or idle (a wait)."""
         started = time.perf_counter()
         commands = receive(timeout)
-        self._account("receiving", started)
+        self._account("reading" if timeout == 0 else "idle", started)
         return commands
 
     def _account(self, activity: str, started: float) -> None:
@@ -220,7 +200,7 @@ class Scheduler:
 
     def _apply_all(self, commands: list) -> bool:
         """Apply commands in order; False when one of them is the stop signal."""
-        started = time.perf_counter()
+        started, stepped = time.perf_counter(), self._step_time
         try:
             for command in commands:
                 if isinstance(command, Stop):
@@ -231,8 +211,8 @@ class Scheduler:
                     log.exception("failed to apply %s", type(command).__name__)
                     self._fail(getattr(command, "stream_id", None))
             return True
-        finally:
-            self._account("commands", started)
+        finally:  # a flush's steps inside count as steps only
+            self._account("commands", started + self._step_time - stepped)
             self._post()
 
     def _apply(self, command) -> None:
@@ -313,6 +293,7 @@ class Scheduler:
         finally:
             self._account("step", started)
             self._post()
+            self._step_time += time.perf_counter() - started
 
     def _run_step(self, only: tuple[int, ...] | None, started: float) -> bool:
         try:

@@ -115,10 +115,10 @@ class _Supervisor:
         """Restart processes that died after they were ready; False if one died before, or the
         shared engine process died (every stream is lost: exit for a process manager to
         restart the whole server)."""
-        for engine in self._engines:
+        for index, engine in enumerate(self._engines):
             if not engine.process.is_alive():
                 code = engine.process.exitcode
-                log.error("the engine process exited (code %s); stopping", code)
+                log.error("the engine process %d exited (code %s); stopping", index, code)
                 return False
         for index, process in enumerate(self._processes):
             if process.is_alive():
