@@ -33,7 +33,7 @@ from typing import Any
 from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Stop
 
 log = logging.getLogger("nemotron_speech.server.engine")
-FOLLOW_UP_S = 0.002  # a front's write of what queued during a step takes well under this
+FOLLOW_UP_S = 0.002  # after a step, the longest wait for the fronts' follow-up writes
 
 
 @dataclass(frozen=True)

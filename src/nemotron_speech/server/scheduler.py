@@ -112,8 +112,6 @@ class Stop:
 
 
 Command = Open | Feed | Finalize | Flush | Close | Stop
-
-
 Receive = Callable[[float], list]  # commands, waiting up to that many seconds
 PostEvents = Callable[[list[tuple[Hashable, Event]]], None]
 
