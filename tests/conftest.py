@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from server_fixtures import TOKEN, running_server
 from vllm_server import vllm_server_fixture  # noqa: F401  (one vLLM server for the whole session)
 
 # one thread: on 2 shared cores, two torch threads can make steps 10-30x slower
@@ -30,3 +31,22 @@ def asr_model_path() -> Path:
 @pytest.fixture(scope="session")
 def speech_wavs() -> list[Path]:
     return sorted((ASSETS / "speech").glob("[0-9][0-9].wav"))
+
+
+# One ASR server of each kind for the whole session: each costs ~13 s to start and stop (NeMo
+# import, model load, interpreter exit), and most modules only talk to one. Tests on them measure
+# deltas of their metrics and read only the log they caused; a test that stops, fills or
+# reconfigures a server starts its own.
+@pytest.fixture(scope="session")
+def asr_server(asr_model_path, tmp_path_factory):
+    """The ASR server on the test model with its defaults (no token, right context 1)."""
+    with running_server(asr_model_path, tmp_path_factory.mktemp("asr")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_asr_server(asr_model_path, tmp_path_factory):
+    """The same with `--auth-token TOKEN`."""
+    log_dir = tmp_path_factory.mktemp("asr-token")
+    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
+        yield server

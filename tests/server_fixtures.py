@@ -1,7 +1,9 @@
 """Helpers for tests against a real ASR server process on loopback.
 
-Each test module starts ONE server (module-scoped fixture) because a server costs a NeMo import
-and a model load (~10 s on 2 cores); tests inside the module share it.
+A server costs a NeMo import, a model load and an interpreter exit (~13 s on 2 cores), so tests
+share them: conftest.py's session servers (`asr_server`, `token_asr_server`) for tests that only
+talk to one, a module-scoped server for a module that needs its own options, and a server of
+its own only for a test that stops or breaks it.
 """
 
 from __future__ import annotations

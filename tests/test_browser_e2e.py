@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 from browser import Chromium, find_chromium
-from server_fixtures import running_server
 from tools import unavailable
 from voice_page import (
     BOT_AUDIO_ENERGY,
@@ -53,12 +52,6 @@ MAGPIE_OPTIONS = (
     "--magpie-codec", str(MAGPIE_ASSETS / "tiny-codec.nemo"),
     "--tts-device", "cpu",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def asr_server(asr_model_path, tmp_path_factory):
-    with running_server(asr_model_path, tmp_path_factory.mktemp("asr")) as server:
-        yield server
 
 
 @contextmanager

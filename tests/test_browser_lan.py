@@ -45,7 +45,6 @@ from netns import (
     forward_loopback,
     veth_lan,
 )
-from server_fixtures import running_server
 from tools import unavailable
 from voice_page import SENTENCE, bot_command, microphone_wav, running_bot, talk, turn_from_log
 
@@ -116,12 +115,6 @@ def spki_hash(cert: Path) -> str:
     key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
     der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
-
-
-@pytest.fixture(scope="module")
-def asr_server(asr_model_path, tmp_path_factory):
-    with running_server(asr_model_path, tmp_path_factory.mktemp("asr")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

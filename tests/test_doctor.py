@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_fixtures import TOKEN, running_server, stop_process
+from server_fixtures import TOKEN, stop_process
 
 from nemotron_speech import download
 from nemotron_speech.doctor import Options, machine, run_checks
@@ -278,16 +278,9 @@ def test_versions_line_lists_the_stack_and_passes_here():
 # -- real ASR server and vLLM --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def asr_server(asr_model_path, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("asr")
-    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
-        yield server
-
-
 @pytest.mark.slow
-def test_running_servers_pass_and_hold_their_ports(asr_server, vllm_server):
-    args = ["--only", "asr,llm,ports", "--asr-url", asr_server.url]
+def test_running_servers_pass_and_hold_their_ports(token_asr_server, vllm_server):
+    args = ["--only", "asr,llm,ports", "--asr-url", token_asr_server.url]
     args += ["--llm-url", vllm_server.base_url, "--llm-model", vllm_server.model]
     args += ["--port", str(free_port())]
     result = doctor(*args, env={"ASR_AUTH_TOKEN": TOKEN})
@@ -295,14 +288,16 @@ def test_running_servers_pass_and_hold_their_ports(asr_server, vllm_server):
     found = lines(result.stdout)
     assert "ready and warmed up" in found["ASR server"] and "right context 1" in found["ASR server"]
     assert f"serves {vllm_server.model} (vLLM 0.32" in found["LLM server"]
-    assert "in use by the ASR server" in found[f"port {asr_server.port}"]
+    assert "in use by the ASR server" in found[f"port {token_asr_server.port}"]
     assert "in use by vLLM" in found[f"port {vllm_server.spec.port}"]
 
 
 @pytest.mark.slow
-def test_wrong_token_and_wrong_model_name_fail_with_the_setting_to_change(asr_server, vllm_server):
+def test_wrong_token_and_wrong_model_name_fail_with_the_setting_to_change(
+    token_asr_server, vllm_server
+):
     options = Options(
-        asr_url=asr_server.url, llm_url=vllm_server.base_url, llm_model="nemotron-3-nano"
+        asr_url=token_asr_server.url, llm_url=vllm_server.base_url, llm_model="nemotron-3-nano"
     )
     asr, llm = run_checks(options, ["asr", "llm"])
     assert asr.failed and "401" in asr.detail and "ASR_AUTH_TOKEN" in asr.fix
@@ -357,9 +352,9 @@ def test_bot_starts_without_checks_when_told_to():
 
 
 @pytest.mark.slow
-def test_bot_with_its_asr_up_but_llm_down_refuses_to_start(asr_server):
+def test_bot_with_its_asr_up_but_llm_down_refuses_to_start(token_asr_server):
     bot = run_bot(
-        "--tts", "espeak", "--asr-url", asr_server.url, "--llm-url", down_url("http") + "/v1",
+        "--tts", "espeak", "--asr-url", token_asr_server.url, "--llm-url", down_url("http") + "/v1",
         env={"ASR_AUTH_TOKEN": TOKEN},
     )  # fmt: skip
     output, _ = bot.communicate(timeout=120)

@@ -15,7 +15,6 @@ import soundfile
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
-from server_fixtures import running_server
 
 from nemotron_speech.cli import main
 from nemotron_speech.evaluation.dataset import DatasetError, Utterance, load_dataset
@@ -200,33 +199,34 @@ def test_documented_command_on_the_test_speech(monkeypatch, capsys):
     assert "16/16 100.0%" in " ".join(row)
 
 
-def test_server_measured_as_deployed_without_torch(perturbed_set, asr_model_path, tmp_path):
+def test_server_measured_as_deployed_without_torch(
+    perturbed_set, asr_model_path, asr_server, tmp_path
+):
     """docs/accuracy.md's server command with torch and NeMo unimportable; then the perturbed
     set paced at real time, where the server's words equal the model's own offline decoding."""
-    with running_server(asr_model_path, tmp_path) as server:
-        code = (
-            "import sys\n"
-            "class Blocked:\n"  # scipy looks torch up in sys.modules, so make it unimportable
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.partition('.')[0] in ('torch', 'nemo'):\n"
-            "            raise ImportError(f'{name} is blocked')\n"
-            "sys.meta_path.insert(0, Blocked())\n"
-            "from nemotron_speech.cli import main\n"
-            f"code = main(['eval', 'tests/assets/asr/speech.json', '--url', {server.url!r}])\n"
-            "assert not {'torch', 'nemo'} & set(sys.modules)\n"
-            "sys.exit(code)\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
-        )
-        assert done.returncode == 0, done.stderr
-        (row,) = _table_rows(done.stdout)
-        assert row[:6] == ["1", "160", "ms", "as", "deployed", "0.00"]
+    code = (
+        "import sys\n"
+        "class Blocked:\n"  # scipy looks torch up in sys.modules, so make it unimportable
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in ('torch', 'nemo'):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Blocked())\n"
+        "from nemotron_speech.cli import main\n"
+        f"code = main(['eval', 'tests/assets/asr/speech.json', '--url', {asr_server.url!r}])\n"
+        "assert not {'torch', 'nemo'} & set(sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = _table_rows(done.stdout)
+    assert row[:6] == ["1", "160", "ms", "as", "deployed", "0.00"]
 
-        paced = tmp_path / "paced.json"
-        command = ["eval", str(perturbed_set), "--url", server.url, "--realtime", "--streams", "9"]
-        offline = ["--model", str(asr_model_path), "--device", "cpu", "--json", str(paced)]
-        assert main([*command, *offline]) == 0
+    paced = tmp_path / "paced.json"
+    command = ["eval", str(perturbed_set), "--url", asr_server.url, "--realtime", "--streams", "9"]
+    offline = ["--model", str(asr_model_path), "--device", "cpu", "--json", str(paced)]
+    assert main([*command, *offline]) == 0
     (row,) = json.loads(paced.read_text())["results"]
     assert (row["right_context"], row["precision"], row["utterances"]) == (1, "as deployed", 9)
     assert row["wer"] > 0 and row["wer"] == row["offline_wer"]

@@ -39,6 +39,9 @@ def turns(speech_wavs) -> list[tuple[bytes, int]]:
 
 @pytest.fixture(scope="module", params=(0, 1, 6, 13), ids=lambda r: f"R{r}")
 def server(request, asr_model_path, tmp_path_factory):
+    if request.param == 1:  # the server's default right context: the session's server
+        yield request.getfixturevalue("token_asr_server")
+        return
     log_dir = tmp_path_factory.mktemp(f"server-r{request.param}")
     options = ("--auth-token", TOKEN, "--right-context", str(request.param))
     with running_server(asr_model_path, log_dir, *options) as server:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_fixtures import TOKEN, json_values, pcm16, running_server, transcribe
+from server_fixtures import TOKEN, json_values, pcm16, transcribe
 from websockets.sync.client import connect
 
 from nemotron_speech.protocol import (
@@ -35,13 +34,6 @@ message = st.one_of(
     json_values.map(json.dumps),  # valid JSON of the wrong shape
     st.text(max_size=200),  # anything at all
 )
-
-
-@pytest.fixture(scope="module")
-def server(asr_model_path, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("fuzz-server")
-    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
-        yield server
 
 
 def expected_finals(messages: list) -> tuple[int, int]:
@@ -85,9 +77,11 @@ def send_and_check(url: str, messages: list) -> None:
         assert finals == owed_finals + 1
 
 
-def test_generated_messages_never_break_the_server(server, speech_wavs):
+def test_generated_messages_never_break_the_server(token_asr_server, speech_wavs):
     """Whatever clients send, they get valid messages back and their finals; afterwards no
     stream is leaked and the server still transcribes exactly."""
+    server = token_asr_server  # the session's: its counters and log from before are not ours
+    log_before = len(server.log())
     connections = server.metric("asr_connections_total")
     bad_messages = server.metric('asr_client_errors_total{cause="bad_message"}')
     sent = {"messages": 0}
@@ -106,4 +100,4 @@ def test_generated_messages_never_break_the_server(server, speech_wavs):
     events = asyncio.run(transcribe(server.url, pcm16(speech_wavs[13])))
     assert events[-1] == Transcript(SENTENCES[13], is_final=True, finalize=True)
     assert server.process.poll() is None
-    assert "Traceback" not in server.log()
+    assert "Traceback" not in server.log()[log_before:]

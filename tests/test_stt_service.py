@@ -52,11 +52,10 @@ from nemotron_speech.testing.stt_pipeline import (
 TURNS = [11, 2]  # short sentences without commas: one VAD segment each
 
 
-@pytest.fixture(scope="module")
-def server(asr_model_path, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("server")
-    with running_server(asr_model_path, log_dir, "--auth-token", TOKEN) as server:
-        yield server
+@pytest.fixture
+def server(token_asr_server):
+    """The session's server with a token (tests/conftest.py)."""
+    return token_asr_server
 
 
 def service(url: str, token: str | None = TOKEN, **kwargs) -> NemotronSTTService:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipecat.frames.frames import EndFrame
-from server_fixtures import pcm16, running_server
+from server_fixtures import pcm16
 
 from nemotron_speech.services import NemotronLLMService
 from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT, WEATHER, WEATHER_REPLY
@@ -68,12 +68,6 @@ def last_voiced_secs(pcm: bytes, threshold: int = 500) -> float:
     """Offset of the last sample louder than `threshold` (the WAV ends in a little silence)."""
     samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
     return float(np.nonzero(samples > threshold)[0][-1] + 1) / 16000
-
-
-@pytest.fixture(scope="module")
-def asr_server(asr_model_path, tmp_path_factory):
-    with running_server(asr_model_path, tmp_path_factory.mktemp("asr")) as server:
-        yield server
 
 
 async def test_voice_round_trip(asr_server, vllm_server, speech_wavs):
