@@ -12,6 +12,8 @@ sentence it sends `end` and waits for the final. Per N it reports:
   load) finds that packet for each text; batching gives the same texts at any load. Interims
   whose text that pass never saw are counted (`unmatched_interims`); a model that emits
   nothing sends no interims, and the lag is then reported as missing, not as a number.
+  The server's own lag (`asr_interim_lag_seconds`: frame that made a chunk ready arrived ->
+  its interim sent) is reported beside it from /metrics, with no text matching.
   Counted for sentences that got their final; `exact_lag_ms` only for those whose final equals
   the solo run's: random weights sit near logit ties, so in a batch a token can come a chunk
   later than alone and its text then looks 160 ms late, the weights' doing, not the server's.
@@ -69,7 +71,7 @@ from benchmarks.random_weights import emission, invalid_note
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
-from nemotron_speech.server.metrics import SCHEDULER_ACTIVITIES
+from nemotron_speech.server.metrics import LAG_BUCKETS, SCHEDULER_ACTIVITIES
 
 PACKET_S = 0.02
 PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
@@ -276,6 +278,7 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
         "seconds": round(wall, 2),
         "lag_ms": percentiles(lag),
         "exact_lag_ms": percentiles(exact_lag),
+        "server_lag": server_lag(before, after),
         "final_request": request,
         "finalize_ms": percentiles(finalize),
         "finals": sum(s.finals for s in stats),
@@ -298,6 +301,34 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
         "mean_batch": round(batch / steps, 2) if steps else 0.0,
         "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
         "gpu": gpu.summary() if args.device.startswith("cuda") else None,
+    }
+
+
+def server_lag(before: dict, after: dict) -> dict:
+    """The server's own interim lag (`asr_interim_lag_seconds`: the audio frame that made a
+    chunk ready arrived -> its interim sent): no text matching, so random weights cannot skew
+    it. From the histogram's buckets: the share within 100 ms and bounds on p50 and p99."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    count = delta("asr_interim_lag_seconds_count")
+    if not count:
+        return {"n": 0}
+    cumulative = {
+        bound: delta(f'asr_interim_lag_seconds_bucket{{le="{bound}"}}') / count
+        for bound in map(str, LAG_BUCKETS)
+    }
+    at_most = {
+        q: next((float(b) * 1000 for b, share in cumulative.items() if share >= q), None)
+        for q in (0.5, 0.99)
+    }
+    return {
+        "n": int(count),
+        "mean_ms": round(1000 * delta("asr_interim_lag_seconds_sum") / count, 1),
+        "within_100_ms": round(cumulative["0.1"], 4),
+        "p50_at_most_ms": at_most[0.5],
+        "p99_at_most_ms": at_most[0.99],
     }
 
 
@@ -476,6 +507,12 @@ def print_row(row: dict, header: bool) -> None:
         row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
     ]  # fmt: skip
     print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
+    if (lag := row["server_lag"])["n"]:
+        print(
+            f"server's interim lag: {lag['within_100_ms']:.1%} within 100 ms, mean "
+            f"{lag['mean_ms']} ms, p50 <= {lag['p50_at_most_ms']} ms, p99 <= "
+            f"{lag['p99_at_most_ms']} ms ({lag['n']} interims)"
+        )
     if busy := row["scheduler_seconds_per_s"]:
         print("scheduler seconds per second (all engine processes): " + ", ".join(
             f"{activity} {seconds}" for activity, seconds in busy.items()

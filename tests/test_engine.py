@@ -192,6 +192,36 @@ def test_odd_sized_packets_carry_the_odd_byte(engine, speech):
     assert final.token_ids == engine.transcribe(speech[4]).token_ids
 
 
+def test_interims_say_which_client_audio_made_them_available(engine, speech):
+    """Every streamed chunk records how much of the client's audio (bytes from the stream's
+    first) had to arrive for it to be ready, and its interim reports it (`audio_bytes`, which a
+    server times its lag from): stepped after every 20 ms packet, that is the packet just fed.
+    It stays so after a context-keeping finalize (whose padding is not the client's audio) and
+    after a reset; a finalize's own chunks, made ready by the request, report none."""
+    stream = engine.open_stream()
+    state = engine._streams[stream]
+    fed = chunks = interims = 0
+    for index, then in ((3, "finalize"), (5, "reset"), (1, "finalize"), (3, None)):
+        data = pcm16(speech[index])
+        for start in range(0, len(data), 2 * PACKET):
+            packet = data[start : start + 2 * PACKET]
+            engine.feed(stream, packet)
+            before, fed = fed, fed + len(packet)
+            results = engine.step()
+            if stream in engine.last_step.stream_ids:
+                assert before < state.chunk_client_bytes <= fed
+                chunks += 1
+            for result in results:
+                assert result.audio_bytes == state.chunk_client_bytes
+                interims += 1
+        if then is not None:
+            engine.request_finalize(stream, reset=then == "reset")
+            while not any(result.is_final for result in engine.step()):
+                assert state.chunk_client_bytes is None
+    engine.close(stream)
+    assert chunks >= 4 * 15 and interims >= 5
+
+
 def test_stream_errors_are_clear(engine):
     stream = engine.open_stream()
     with pytest.raises(AsrError, match="PCM16 bytes, got str"):

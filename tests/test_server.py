@@ -246,7 +246,8 @@ async def test_metrics_account_for_one_stream(server, audio):
     status, text = server.http("/metrics")
     assert status == 200 and "# TYPE asr_step_seconds histogram" in text
     server.wait_for_metric("asr_streams_open", 0)
-    names = (*COUNTED, "asr_step_seconds_sum", *SCHEDULER.values())
+    lags = ("asr_interim_lag_seconds_count", "asr_interim_lag_seconds_sum")
+    names = (*COUNTED, "asr_step_seconds_sum", *SCHEDULER.values(), *lags)
     before = {name: server.metric(name) for name in names}
     started = time.perf_counter()
     async with AsrClient.connect(server.url, token=TOKEN) as client:
@@ -263,7 +264,10 @@ async def test_metrics_account_for_one_stream(server, audio):
     assert abs(sum(busy.values()) - wall) < IDLE_SPELL_S + 0.5, busy
     assert delta.pop("asr_step_seconds_sum") <= busy["step"] <= wall
     assert 0 < busy["commands"] < wall
+    # every interim of a streamed chunk timed from its audio's arrival (a finalize's are not)
+    timed, lag = (delta.pop(name) for name in lags)
     interims = sum(not event.is_final for event in events)
+    assert 0 < timed <= interims and 0 < lag < timed * wall
     steps = delta["asr_steps_total"]
     assert interims > 0 and steps > 0
     assert delta == pytest.approx({

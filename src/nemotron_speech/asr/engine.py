@@ -44,6 +44,9 @@ class StreamTranscript:
     text: str
     is_final: bool
     token_ids: tuple[int, ...] = ()  # set on finals: the utterance's exact token ids
+    # set on interims of full chunks: the client audio (bytes) whose arrival made the text
+    # available (`StreamState.advance`), so a server can time it
+    audio_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,8 @@ class AsrEngine:
                 text = self._decoder.text(stream.token_ids)
                 if text != stream.reported_text:
                     stream.reported_text = text
-                    results.append(StreamTranscript(stream.stream_id, text, is_final=False))
+                    at = stream.chunk_client_bytes
+                    results.append(StreamTranscript(stream.stream_id, text, False, audio_bytes=at))
         return results
 
     def _complete(self, stream: StreamState) -> StreamTranscript:

@@ -29,12 +29,16 @@ class StreamState:
         self.slot = slot
         self._mel = IncrementalLogMel(geometry.hop_samples, geometry.window_samples)
         self._geometry = geometry
+        self.client_bytes = 0  # audio the client sent, over every utterance
+        self.chunk_client_bytes: int | None = None  # see `advance`
         self.reset()
 
     def reset(self) -> None:
         """Back to the start of an utterance (slot state is reset by the engine)."""
         self._mel.reset()
         self._pcm = bytearray()  # PCM16 not yet converted; may end in an odd byte
+        self._origin_bytes = self.client_bytes  # the client's audio before this utterance
+        self._padding = 0  # samples of finalize padding among the features
         self.steps = 0
         self._final_frame = 0  # a context-keeping finalize's final falls at this frame
         self._next_chunk_at()
@@ -54,6 +58,7 @@ class StreamState:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise AudioFormatError(f"audio must be PCM16 bytes, got {type(data).__name__}")
         self._pcm += data
+        self.client_bytes += len(data)
 
     def add_samples(self, samples: np.ndarray) -> None:
         self.convert_pcm()  # PCM that came first goes first
@@ -86,13 +91,17 @@ class StreamState:
         self.finalizing, self.resetting = True, reset
         if reset:
             self._pcm.clear()  # a dangling odd byte is not a sample
-            self.add_samples(np.zeros(padding_samples, dtype=np.float32))
+            self._pad(padding_samples)
             return
         geometry = self._geometry
         self._final_frame = self._chunk_boundary(self.total_samples // geometry.hop_samples)
         # samples for that frame to exist without ending the audio (its window's right half)
         needed = (self._final_frame - 1) * geometry.hop_samples + geometry.window_samples // 2
-        self.add_samples(np.zeros(max(0, needed - self.total_samples), dtype=np.float32))
+        self._pad(max(0, needed - self.total_samples))
+
+    def _pad(self, samples: int) -> None:
+        self.add_samples(np.zeros(samples, dtype=np.float32))
+        self._padding += samples
 
     def _chunk_boundary(self, frames: int) -> int:
         """The first chunk boundary at least `FINALIZE_MARGIN` encoder frames (or one chunk, if
@@ -153,7 +162,12 @@ class StreamState:
         return self._mel.segment(count)
 
     def advance(self, count: int) -> None:
-        """The next chunk, of `count` new frames, went to the model."""
+        """The next chunk, of `count` new frames, went to the model. `chunk_client_bytes`: how
+        much of the client's audio (bytes, from the stream's first) had to arrive for this chunk
+        to be ready, so a server can time the text it gives; None for a finalize's chunks, which
+        the request made ready."""
+        ready_at = self._ready_at - self._padding  # the padding lies before the chunk's end
+        self.chunk_client_bytes = None if self.finalizing else self._origin_bytes + 2 * ready_at
         self._mel.advance(count)
         self.steps += 1
         self._next_chunk_at()

@@ -37,6 +37,7 @@ from nemotron_speech.server.scheduler import (
     Feed,
     Finalize,
     Flush,
+    Interim,
     Open,
     Opened,
     Scheduler,
@@ -51,6 +52,7 @@ __all__ = [
     "Event",
     "InferenceProcess",
     "InferenceThread",
+    "Interim",
     "StreamClosed",
 ]
 

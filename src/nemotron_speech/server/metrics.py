@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 SCHEDULER_ACTIVITIES = ("idle", "reading", "commands", "step", "events")
 
 
@@ -79,6 +80,13 @@ class ServerMetrics:
             "asr_step_seconds",
             "Wall time of one engine step.",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.interim_lag_seconds = Histogram(
+            "asr_interim_lag_seconds",
+            "Arrival of the audio frame that made a chunk ready to its interim sent, for "
+            "interims of streamed chunks: the server's share of what a client sees as lag.",
+            buckets=LAG_BUCKETS,
             registry=registry,
         )
         self.finalize_seconds = Histogram(

@@ -64,13 +64,22 @@ class Consumed:
 
 
 @dataclass(frozen=True)
+class Interim:
+    """An interim transcript, and the client audio (bytes from the stream's first) whose arrival
+    made it available (None where a finalize did): the connection times its lag."""
+
+    transcript: Transcript
+    audio_bytes: int | None
+
+
+@dataclass(frozen=True)
 class Opened:
     """The answer to `Open`: the engine stream's id."""
 
     stream_id: int
 
 
-Event = Transcript | Error | StreamClosed | Consumed | Opened
+Event = Transcript | Interim | Error | StreamClosed | Consumed | Opened
 # what a stream gets when the engine fails under it (a bug in a step, or a dead engine process)
 ENGINE_FAILURE = (
     Error("internal error in the ASR engine; reconnect"),
@@ -342,7 +351,7 @@ class Scheduler:
 
     def _deliver(self, stream: _Stream, result) -> None:
         if not result.is_final:
-            self._send(stream, Transcript(result.text))
+            self._send(stream, Interim(Transcript(result.text), result.audio_bytes))
             self._metrics.transcripts.inc(label="interim")
             return
         self._send(stream, Transcript(result.text, is_final=True, finalize=True))

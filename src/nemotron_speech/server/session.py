@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection
@@ -44,6 +45,7 @@ from nemotron_speech.server.inference import (
     Event,
     InferenceProcess,
     InferenceThread,
+    Interim,
     StreamClosed,
 )
 from nemotron_speech.server.metrics import ServerMetrics
@@ -71,6 +73,27 @@ class Limits:
         return int(self.max_buffered_seconds * SAMPLE_RATE) * SAMPLE_WIDTH
 
 
+class _Arrivals:
+    """When each audio frame arrived, by where it ends in the stream's bytes: an interim's lag
+    is its send time minus the arrival of the frame that made its chunk ready."""
+
+    def __init__(self) -> None:
+        self._frames: deque[tuple[int, float]] = deque()  # (end byte, loop time), in order
+
+    def add(self, end: int, at: float) -> None:
+        self._frames.append((end, at))
+
+    def of(self, position: int) -> float | None:
+        """When the frame holding byte `position - 1` arrived; earlier frames are forgotten."""
+        self.forget(position)
+        return self._frames[0][1] if self._frames else None
+
+    def forget(self, position: int) -> None:
+        """Drop the frames that end before `position`: no later chunk ends there."""
+        while self._frames and self._frames[0][0] < position:
+            self._frames.popleft()
+
+
 class Session:
     """Serves one connection until it closes; `shutdown()` finalizes it for a server stop."""
 
@@ -88,11 +111,12 @@ class Session:
         self._ready = ready
         self._metrics = metrics
         self._limits = limits
-        self._outbox: asyncio.Queue[Event | Ready] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Event | Ready | tuple] = asyncio.Queue()
         self._stream_id: int | None = None
         self._final_sent = asyncio.Event()  # set after each final is written
         self._last_message = 0.0  # loop time of the last message received
         self._sent_bytes = 0  # audio passed to the engine
+        self._arrivals = _Arrivals()
         self._consumed_bytes = 0  # ... of which the engine has consumed this much
         self._backpressured = False  # the reader is holding a frame until there is room
         self._wake_reader = asyncio.Event()  # audio consumed, or the stream is ending
@@ -137,6 +161,7 @@ class Session:
                 if isinstance(message, bytes):
                     if await self._room_for(len(message)):
                         self._sent_bytes += len(message)
+                        self._arrivals.add(self._sent_bytes, loop.time())
                         self._inference.feed(self._stream_id, message)
                     continue
                 try:
@@ -193,7 +218,12 @@ class Session:
         """The scheduler's events for this stream, on the event loop."""
         if isinstance(event, Consumed):
             self._consumed_bytes = event.total_bytes
+            self._arrivals.forget(event.total_bytes)  # the next chunk ends after it
             self._wake_reader.set()
+            return
+        if isinstance(event, Interim):  # when its audio came, looked up before it is forgotten
+            at = None if event.audio_bytes is None else self._arrivals.of(event.audio_bytes)
+            self._outbox.put_nowait((event.transcript, at))
             return
         if isinstance(event, StreamClosed):  # the engine ended the stream: read nothing more
             self.state = State.CLOSING
@@ -223,6 +253,13 @@ class Session:
                     self.state = State.CLOSING
                     await self.websocket.close(event.code, event.reason)
                     return
+                if isinstance(event, tuple):  # an interim, with its audio's arrival
+                    event, arrived = event
+                    await self.websocket.send(encode(event))
+                    if arrived is not None:
+                        loop = asyncio.get_running_loop()
+                        self._metrics.interim_lag_seconds.observe(loop.time() - arrived)
+                    continue
                 await self.websocket.send(encode(event))
                 if isinstance(event, Transcript) and event.finalize:
                     self._final_sent.set()
