@@ -86,8 +86,10 @@ def running_bot(
         yield process
     finally:
         # uvicorn then waits for the sessions, and one whose browser is gone lasts until
-        # aiortc's timeouts (20-60 s): nothing a test needs to wait for
-        stop_process(process, signal.SIGINT, timeout=5)
+        # aiortc's timeouts (20-60 s); even a second SIGINT (uvicorn's force quit) leaves asyncio
+        # waiting for the cancelled pipeline's tasks. Nothing a test needs to wait for: what the
+        # tests read of the bot's log is written before it is stopped
+        stop_process(process, signal.SIGINT, timeout=1)
 
 
 def microphone_wav(speech_wav: Path, path: Path) -> Path:
