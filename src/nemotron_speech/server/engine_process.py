@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -34,6 +35,9 @@ from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Sto
 
 log = logging.getLogger("nemotron_speech.server.engine")
 FOLLOW_UP_S = 0.002  # after a step, the longest wait for the fronts' follow-up writes
+# a front's socket send buffer (the kernel doubles it): small, so that a front waits for the
+# engine process in its sender thread, where audio can be joined (`inference.coalesce`)
+SEND_BUFFER_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -132,10 +136,11 @@ class _Hub:
     def receive(self, timeout: float) -> list:
         """Commands of every front that has some, waiting up to `timeout`.
 
-        After a step (`timeout` 0), a front that had a message waiting was blocked writing it
-        while the step ran, and writes what queued meanwhile (its audio joined) as soon as this
-        one is read: that follow-up is waited for, briefly, so that audio joins the next step
-        instead of the one after it."""
+        After a step (`timeout` 0), a front that had more waiting than its send buffer holds was
+        blocked writing it while the step ran, and writes what queued meanwhile (its audio
+        joined) as soon as this is read: that follow-up is waited for, briefly, so that audio
+        joins the next step instead of the one after it. A front that was not blocked has no
+        follow-up coming, so a lightly loaded server never waits."""
         ready = wait([self._wake_read, *self._fronts.values()], timeout)
         if self._wake_read in ready:
             os.read(self._wake_read, 4096)
@@ -145,28 +150,33 @@ class _Hub:
         pending = self._read(ready, commands)
         deadline = time.perf_counter() + FOLLOW_UP_S
         while timeout == 0 and pending and (left := deadline - time.perf_counter()) > 0:
-            answered = self._read(wait(pending, left), commands)
+            answered = wait(pending, left)
+            self._read(answered, commands)
             pending = [c for c in pending if c not in answered and c in self._fronts.values()]
         if not self._fronts and not self._shared and self._joined:
             commands.append(Stop())  # a front's own engine process ends with its front
         return commands
 
     def _read(self, ready: list, commands: list) -> list[Connection]:
-        """Append the commands waiting on the `ready` connections; the connections read."""
-        read = []
+        """Append the commands waiting on the `ready` connections; the connections that had
+        more than their send buffer holds (their writers were blocked on this process)."""
+        blocked = []
         for front, connection in list(self._fronts.items()):
+            size = 0
             try:
                 while connection in ready and connection.poll():
-                    commands += self._from(front, connection.recv())
-                    if connection not in read:
-                        read.append(connection)
+                    message = connection.recv_bytes()
+                    size += len(message)
+                    commands += self._from(front, pickle.loads(message))
+                if size >= SEND_BUFFER_BYTES:  # half the doubled buffer: skbs have overhead
+                    blocked.append(connection)
             except (EOFError, OSError):  # the front left: free its streams
                 del self._fronts[front]
                 left = [i for i, owner in self._owner.items() if owner == front]
                 for stream_id in left:
                     del self._owner[stream_id]
                 commands += [Close(stream_id) for stream_id in left]
-        return read
+        return blocked
 
     def _from(self, front: int, batch: list) -> list:
         for index, command in enumerate(batch):

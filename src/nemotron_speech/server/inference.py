@@ -26,7 +26,12 @@ from collections.abc import Callable
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from nemotron_speech.server.engine_process import EngineInfo, engine_main, replay
+from nemotron_speech.server.engine_process import (
+    SEND_BUFFER_BYTES,
+    EngineInfo,
+    engine_main,
+    replay,
+)
 from nemotron_speech.server.metrics import ServerMetrics
 from nemotron_speech.server.scheduler import (
     ENGINE_FAILURE,
@@ -60,7 +65,6 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Event], None]  # called on the event loop
 CONNECT_TIMEOUT_S = 120.0  # for the engine process's listener to appear
-SEND_BUFFER_BYTES = 16 * 1024  # the kernel doubles it: ~4 ms of 256 streams' audio
 
 
 class _Inference:

@@ -1,0 +1,43 @@
+"""The engine process's hub (`server/engine_process.py`) with real connections: after a step it
+waits for the follow-up write of a front whose writer was blocked on it, and only of those."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from multiprocessing.connection import Client, Listener
+
+from nemotron_speech.server import engine_process
+from nemotron_speech.server.engine_process import SEND_BUFFER_BYTES, EngineInfo, _Hub
+from nemotron_speech.server.scheduler import Feed
+
+
+def test_after_a_step_the_follow_up_of_a_blocked_front_joins_and_no_other(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_process, "FOLLOW_UP_S", 5.0)  # long: no timing in this test
+    address, key = str(tmp_path / "engine"), os.urandom(16)
+    hub = _Hub(Listener(address, authkey=key), shared=True)
+    hub.loaded(EngineInfo(160.0, 1, "cpu", (1,), ""))
+    busy, idle = Client(address, authkey=key), Client(address, authkey=key)
+    deadline = time.monotonic() + 10
+    while len(hub._fronts) < 2 and time.monotonic() < deadline:
+        hub.receive(0.1)  # admits the fronts
+    busy.send([Feed(1, bytes(2 * SEND_BUFFER_BYTES))])  # more than its buffer: it waited
+    idle.send([Feed(2, b"\0\0")])
+
+    def follow_up() -> None:
+        time.sleep(0.2)
+        busy.send([Feed(1, b"\1\1")])
+        idle.send([Feed(2, b"\2\2")])
+
+    threading.Thread(target=follow_up).start()
+    started = time.monotonic()
+    commands = hub.receive(0)  # the drain after a step
+    assert time.monotonic() - started < 4  # it came back with the follow-up, not at 5 s
+    assert [(c.stream_id, len(c.data)) for c in commands] == [
+        (1, 2 * SEND_BUFFER_BYTES), (2, 2), (1, 2),
+    ]  # fmt: skip
+    time.sleep(0.1)
+    assert hub.receive(0) == [Feed(2, b"\2\2")]  # the idle front's: not waited for
+    busy.close()
+    idle.close()
