@@ -1,5 +1,6 @@
 """The engine process's hub (`server/engine_process.py`) with real connections: after a step it
-waits for the follow-up write of a front whose writer was blocked on it, and only of those."""
+waits for the follow-up write of a front whose writer was blocked on it, and only of those; on
+SIGTERM it waits for its fronts, but not forever."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ from nemotron_speech.server.engine_process import SEND_BUFFER_BYTES, EngineInfo,
 from nemotron_speech.server.scheduler import Feed
 
 
-def test_after_a_step_the_follow_up_of_a_blocked_front_joins_and_no_other(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_process, "FOLLOW_UP_S", 5.0)  # long: no timing in this test
-    address, key = str(tmp_path / "engine"), os.urandom(16)
+def hub_with_fronts(path, count: int) -> tuple[_Hub, list]:
+    """A loaded hub listening at `path`, and `count` fronts connected and admitted."""
+    address, key = str(path), os.urandom(16)
     hub = _Hub(Listener(address, authkey=key), shared=True)
     hub.loaded(EngineInfo(160.0, 1, "cpu", (1,), ""))
-    busy, idle = Client(address, authkey=key), Client(address, authkey=key)
+    fronts = [Client(address, authkey=key) for _ in range(count)]
     deadline = time.monotonic() + 10
-    while len(hub._fronts) < 2 and time.monotonic() < deadline:
-        hub.receive(0.1)  # admits the fronts
+    while len(hub._fronts) < count and time.monotonic() < deadline:
+        hub.receive(0.1)
+    return hub, fronts
+
+
+def test_after_a_step_the_follow_up_of_a_blocked_front_joins_and_no_other(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_process, "FOLLOW_UP_S", 5.0)  # long: no timing in this test
+    hub, (busy, idle) = hub_with_fronts(tmp_path / "engine", 2)
     busy.send([Feed(1, bytes(2 * SEND_BUFFER_BYTES))])  # more than its buffer: it waited
     idle.send([Feed(2, b"\0\0")])
 
@@ -41,3 +48,17 @@ def test_after_a_step_the_follow_up_of_a_blocked_front_joins_and_no_other(monkey
     assert hub.receive(0) == [Feed(2, b"\2\2")]  # the idle front's: not waited for
     busy.close()
     idle.close()
+
+
+def test_sigterm_waits_for_the_fronts_but_not_forever(monkeypatch, tmp_path):
+    """A front that never leaves (stuck, or its process exiting while it waits for this one)
+    cannot keep the engine process alive past the grace."""
+    exits = []
+    monkeypatch.setattr(engine_process, "TERM_GRACE_S", 0.2)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    hub, fronts = hub_with_fronts(tmp_path / "engine", 1)
+    hub.stop_when_alone()  # what SIGTERM calls: a front is connected, so it waits
+    assert exits == []
+    time.sleep(1.0)
+    assert exits == [0]
+    fronts[0].close()

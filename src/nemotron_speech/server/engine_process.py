@@ -34,6 +34,7 @@ from typing import Any
 from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Stop
 
 log = logging.getLogger("nemotron_speech.server.engine")
+TERM_GRACE_S = 30.0  # after SIGTERM, the longest wait for the fronts' streams' finals
 FOLLOW_UP_S = 0.002  # after a step, the longest wait for the fronts' follow-up writes
 # a front's socket send buffer (the kernel doubles it): small, so that a front waits for the
 # engine process in its sender thread, where audio can be joined (`inference.coalesce`)
@@ -109,10 +110,15 @@ class _Hub:
             os.write(self._wake_write, b"+")
 
     def stop_when_alone(self) -> None:
-        """SIGTERM: end once no front is left (now, if none is)."""
+        """SIGTERM: end once no front is left (now, if none is), and in any case after
+        `TERM_GRACE_S`: a front that never leaves (its process stuck, or exiting while it waits
+        for this one, as multiprocessing's exit does for its daemonic children) cannot keep it."""
         if not self._fronts:
             sys.exit(0)
         self._shared = False
+        deadline = threading.Timer(TERM_GRACE_S, os._exit, args=(0,))
+        deadline.daemon = True  # a process that ends sooner does not wait for it
+        deadline.start()
 
     def loaded(self, info: EngineInfo) -> None:
         self._hello = ("loaded", info)
