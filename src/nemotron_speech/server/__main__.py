@@ -21,6 +21,7 @@ from nemotron_speech.server.app import (
     ServerConfig,
     serve_until_signalled,
 )
+from nemotron_speech.server.engine_process import skip_exit_collection
 
 log = logging.getLogger("nemotron_speech.server")
 
@@ -143,6 +144,7 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    skip_exit_collection()
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

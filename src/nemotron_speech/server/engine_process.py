@@ -17,7 +17,9 @@ their streams' finals). SIGINT (Ctrl-C reaches the whole process group) is the f
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -62,6 +64,13 @@ class EngineInfo:
         )
 
 
+def skip_exit_collection() -> None:
+    """Let this server process end without the interpreter's last garbage collection, which
+    walks every torch and NeMo object for ~2 s (measured: SIGTERM to exit 2.1 s -> 0.3 s): a
+    restart, and every test that stops a server, waits for it. Call once when it starts."""
+    atexit.register(gc.freeze)
+
+
 def engine_main(
     load_engine, address: str, authkey: bytes, options: tuple, log_level: int, shared: bool
 ) -> None:
@@ -70,6 +79,7 @@ def engine_main(
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s"
     )
+    skip_exit_collection()
     hub = _Hub(Listener(address, authkey=authkey), shared)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: hub.stop_when_alone())

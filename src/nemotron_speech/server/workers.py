@@ -41,6 +41,7 @@ from nemotron_speech.server.app import (
     serve_until_signalled,
     write_port,
 )
+from nemotron_speech.server.engine_process import skip_exit_collection
 from nemotron_speech.server.inference import EngineProcess
 from nemotron_speech.server.seats import Health, Seats
 
@@ -165,6 +166,7 @@ def _worker_main(
     )
     if log_level != "DEBUG":
         logging.getLogger("websockets").setLevel(logging.WARNING)
+    skip_exit_collection()
     server = AsrServer(config, seats, index, engine_address)
     try:
         asyncio.run(serve_until_signalled(server))
