@@ -13,6 +13,16 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null
 fi
 
+if [ "${NEMOTRON_SKIP_TEST_TOOLS:-0}" != 1 ]; then
+    # independent of .venv, so installed meanwhile (setup mostly waits on downloads); the
+    # browser's and the lint tools' apt-get run one after the other (one dpkg lock)
+    bash .ci/setup_vllm.sh "$PWD/.venv-vllm" >/dev/null &
+    vllm=$!
+    { bash .ci/setup_lint_tools.sh "$PWD/.lint-tools" && as_root bash .ci/setup_browser.sh; } \
+        >/dev/null &
+    tools=$!
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # torch first, pinned, so NeMo's unpinned torch cannot pull a multi-GB CUDA build on a CPU box;
@@ -23,8 +33,7 @@ fi
 .venv/bin/pip install -q -e ".[asr,bot,kokoro,dev,download,eval]"
 
 if [ "${NEMOTRON_SKIP_TEST_TOOLS:-0}" != 1 ]; then
-    bash .ci/setup_vllm.sh "$PWD/.venv-vllm" >/dev/null
-    bash .ci/setup_lint_tools.sh "$PWD/.lint-tools" >/dev/null
-    as_root bash .ci/setup_browser.sh >/dev/null
+    wait "$vllm"  # each fails the setup if its install failed
+    wait "$tools"
 fi
 echo "setup done: .venv ready"
