@@ -2,14 +2,16 @@
 
 - the CUDA-graph engine (first and later steps, shared static buffers, fast_layers) gives the
   eager fp32 engine's tokens and the sentences at every right context;
+- the same with NeMo's CUDA-graph RNNT decoder (`cuda_graph_decoder=True`) under our slot
+  decoder, at R=1;
 - streams joining and leaving a graph engine mid-run (`batching_schedule.py`, shared with the CPU
   test `test_batching_exact.py`), in fp32, bf16 and fp16, at batch sizes that are padded up to
   their bucket (3 in 4, 5 and 6 in 8), report exactly what each reports stepped alone in the same
   precision.
 
 CI has no GPU, so the CUDA tests are skipped there. On a GPU machine run
-`python tests/test_cuda_graphs.py`: it fails without CUDA, runs everything and prints a PASS/FAIL
-table (exit status 1 on any FAIL)."""
+`python tests/test_cuda_graphs.py [WORD ...]`: it fails without CUDA, runs every check (or those
+whose name holds a WORD) and prints a PASS/FAIL table (exit status 1 on any FAIL)."""
 
 from __future__ import annotations
 
@@ -40,15 +42,21 @@ def test_graph_buckets_are_powers_of_two_up_to_the_largest_batch():
 
 
 @needs_cuda
-@pytest.mark.parametrize("right_context", (0, 1, 6, 13), ids=lambda r: f"R{r}")
-def test_graphs_equal_eager_on_cuda(right_context):
+@pytest.mark.parametrize(
+    ("right_context", "cuda_graph_decoder"),
+    [(r, False) for r in (0, 1, 6, 13)] + [(1, True)],
+    ids=lambda value: f"R{value}" if type(value) is int else f"decoder-graphs-{value}",
+)
+def test_graphs_equal_eager_on_cuda(right_context, cuda_graph_decoder):
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
     from nemotron_speech.testing.sentences import SENTENCES
 
     options = {"right_context": right_context, "device": "cuda", "max_graph_batch": 8}
     eager = AsrEngine.load(MODEL, cuda_graphs=False, **options)
-    graphs = AsrEngine.load(MODEL, cuda_graphs=True, **options)
+    graphs = AsrEngine.load(
+        MODEL, cuda_graphs=True, cuda_graph_decoder=cuda_graph_decoder, **options
+    )
     graphs.warmup()
     for wav, sentence in zip(WAVS, SENTENCES, strict=True):
         samples = load_audio(wav)
@@ -58,7 +66,7 @@ def test_graphs_equal_eager_on_cuda(right_context):
         assert final.text == sentence, wav.name
 
 
-def schedule_on_graphs(right_context: int, precision: str):
+def schedule_on_graphs(right_context: int, precision: str, cuda_graph_decoder: bool = False):
     """The joining-and-leaving schedule on a graph engine, checked; returns the comparison."""
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
@@ -71,6 +79,7 @@ def schedule_on_graphs(right_context: int, precision: str):
         precision=precision,
         cuda_graphs=True,
         max_graph_batch=MAX_GRAPH_BATCH,
+        cuda_graph_decoder=cuda_graph_decoder,
     )
     engine.warmup()  # captures every bucket: no step below runs eagerly
     comparison = compare(engine, [load_audio(wav) for wav in WAVS])
@@ -87,6 +96,12 @@ def test_joining_and_leaving_streams_on_graphs_equal_alone(right_context, precis
     schedule_on_graphs(right_context, precision)
 
 
+@needs_cuda
+@pytest.mark.parametrize("precision", ("bf16", "fp32"))
+def test_joining_and_leaving_streams_with_decoder_graphs_equal_alone(precision):
+    schedule_on_graphs(1, precision, cuda_graph_decoder=True)
+
+
 def _padded(sizes: set[int]) -> str:
     """`3>4 5>8`: batch sizes and the buckets they are padded to."""
     from nemotron_speech.asr.graphs import graph_buckets
@@ -95,19 +110,29 @@ def _padded(sizes: set[int]) -> str:
     return " ".join(f"{s}>{next(b for b in buckets if b >= s)}" for s in sorted(sizes))
 
 
-def main() -> int:
-    """Every CUDA check once, as a PASS/FAIL table; 1 if any failed or there is no GPU."""
+def main(only: list[str]) -> int:
+    """Every CUDA check once (or those whose name holds a word of `only`), as a PASS/FAIL
+    table; 1 if any failed or there is no GPU."""
     if not torch.cuda.is_available():
         print("FAIL: no CUDA device (this script is the GPU half; CI's pytest skips it)")
         return 1
-    checks = [
-        (f"graphs == eager fp32, R={r}, 16 clips", test_graphs_equal_eager_on_cuda, (r,))
-        for r in (0, 1, 6, 13)
-    ] + [
-        (f"schedule batched == alone, R={r} {p}", schedule_on_graphs, (r, p))
-        for r in SCHEDULE_RIGHT_CONTEXTS
-        for p in SCHEDULE_PRECISIONS
-    ]
+    checks = (
+        [
+            (f"graphs == eager fp32, R={r}, 16 clips", test_graphs_equal_eager_on_cuda, (r, False))
+            for r in (0, 1, 6, 13)
+        ]
+        + [
+            (f"schedule batched == alone, R={r} {p}", schedule_on_graphs, (r, p))
+            for r in SCHEDULE_RIGHT_CONTEXTS
+            for p in SCHEDULE_PRECISIONS
+        ]
+        + [("decoder graphs == eager fp32, R=1", test_graphs_equal_eager_on_cuda, (1, True))]
+        + [
+            (f"decoder graphs schedule == alone, R=1 {p}", schedule_on_graphs, (1, p, True))
+            for p in ("bf16", "fp32")
+        ]
+    )
+    checks = [check for check in checks if not only or any(w in check[0] for w in only)]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     failed = 0
     for name, check, args in checks:
@@ -129,4 +154,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
