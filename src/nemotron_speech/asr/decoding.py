@@ -50,14 +50,22 @@ class SlotGreedyDecoder:
         hyps, state = self._computer(
             x=encoded.transpose(1, 2), out_len=encoded_len, prev_batched_state=state
         )
+        # NeMo's CUDA-graph decoding returns its captured batch, padded past ours: keep our rows
+        batch = len(slots)
         hidden, cell = state.predictor_states
         self._store.scatter(
             DECODER_STATE,
             slots,
-            (hidden, cell, state.predictor_outputs, state.labels, state.decoded_lengths),
+            (
+                hidden[:, :batch],
+                cell[:, :batch],
+                state.predictor_outputs[:batch],
+                state.labels[:batch],
+                state.decoded_lengths[:batch],
+            ),
         )
-        counts = hyps.current_lengths.tolist()
-        labels = hyps.transcript[:, : max(counts, default=0)].tolist()
+        counts = hyps.current_lengths[:batch].tolist()
+        labels = hyps.transcript[:batch, : max(counts, default=0)].tolist()
         return [row[:count] for row, count in zip(labels, counts, strict=True)]
 
     def text(self, token_ids: list[int]) -> str:
