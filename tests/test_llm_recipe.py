@@ -55,7 +55,7 @@ def test_cpu_fixture_uses_the_module_entry_point_and_eager_mode():
     spec = build_command("cpu-fixture", "/fx", python="/venv/bin/python", port=9000)
     assert spec.argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert "--enforce-eager" in spec.argv
-    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     assert spec.base_url == "http://127.0.0.1:9000/v1"
 
 

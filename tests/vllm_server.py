@@ -13,7 +13,7 @@ machine and fail in CI (`tools.unavailable`), and when the server fails to start
 fixture model only answers its scripted prompts: use `nemotron_speech.testing.fixture_llm.CASES`.
 
 Do not import the fixture into a test module: pytest would register a second "session" fixture
-for that module, start another vLLM (~30 s, ~3 GB) and keep it running until the session ends.
+for that module, start another vLLM (~20 s, ~3 GB) and keep it running until the session ends.
 """
 
 from __future__ import annotations

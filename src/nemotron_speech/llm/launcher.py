@@ -90,7 +90,7 @@ def start_server(
 
     Output goes to `log_path` (or is inherited when None, as the CLI wants). Raises
     `ServerStartError` with the log tail if the process dies, the warm-up fails or `timeout`
-    seconds pass; the real model can take 10-15 minutes to load on a Spark, the CPU fixture ~25 s.
+    seconds pass; the real model can take 10-15 minutes to load on a Spark, the CPU fixture ~20 s.
     """
     env = {**os.environ, **spec.env, **(extra_env or {})}
     server = RunningServer("vLLM", spawn(spec.argv, env, log_path), log_path, spec=spec)
