@@ -25,6 +25,7 @@ from pipecat.workers.runner import WorkerRunner
 from nemotron_speech.voice_agent.bot import transport_params
 from nemotron_speech.voice_agent.captions import build_captions
 from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_stt
+from nemotron_speech.voice_agent.sessions import run_session
 from nemotron_speech.voice_agent.wav_transport import WavTransport, load_pcm16
 
 FINAL_WAIT_SECS = 2.0  # after the file ends: VAD stop + finalize, with room to spare
@@ -40,9 +41,7 @@ async def bot(runner_args: RunnerArguments):
     async def on_client_disconnected(_transport, _client):
         await worker.cancel()
 
-    runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
-    await runner.add_workers(worker)
-    await runner.run()
+    await run_session(worker, handle_sigint=runner_args.handle_sigint)  # Ctrl-C ends it at once
 
 
 async def transcribe_file(path: str, config: BotConfig) -> list[str]:

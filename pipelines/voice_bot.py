@@ -28,6 +28,7 @@ from nemotron_speech.voice_agent.access import BotArgumentParser
 from nemotron_speech.voice_agent.bot import build_bot, transport_params
 from nemotron_speech.voice_agent.config import BotConfig, add_arguments, make_tts
 from nemotron_speech.voice_agent.preflight import preflight
+from nemotron_speech.voice_agent.sessions import run_session
 
 
 async def bot(runner_args: RunnerArguments):
@@ -35,7 +36,8 @@ async def bot(runner_args: RunnerArguments):
     config = BotConfig.from_args(runner_args.cli_args or argparse.Namespace())
     transport = await create_transport(runner_args, transport_params())
     agent = build_bot(transport, config)
-    await agent.run(handle_sigint=runner_args.handle_sigint)
+    # Ctrl-C ends the session at once instead of waiting for the browser to leave
+    await run_session(agent.worker, handle_sigint=runner_args.handle_sigint)
 
 
 if __name__ == "__main__":

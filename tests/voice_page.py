@@ -85,10 +85,9 @@ def running_bot(
                 time.sleep(0.3)
         yield process
     finally:
-        # uvicorn then waits for the sessions, and one whose browser is gone lasts until
-        # aiortc's timeouts (20-60 s); even a second SIGINT (uvicorn's force quit) leaves asyncio
-        # waiting for the cancelled pipeline's tasks. Nothing a test needs to wait for: what the
-        # tests read of the bot's log is written before it is stopped
+        # the bot then cancels its sessions and exits, but the interpreter's exit alone takes
+        # 0.5-2 s, and no test needs it: what they read of the bot's log is written before it is
+        # stopped (test_browser_talks_to_bot checks the exit on SIGINT itself)
         stop_process(process, signal.SIGINT, timeout=1)
 
 
