@@ -68,6 +68,11 @@ class SlotGreedyDecoder:
         labels = hyps.transcript[:batch, : max(counts, default=0)].tolist()
         return [row[:count] for row, count in zip(labels, counts, strict=True)]
 
+    def forget_graphs(self) -> None:
+        """Drop NeMo's CUDA-graph decoding state, if any; the next call captures it again. Needed
+        after any other capture in the process, which frees memory that state's graphs read."""
+        self._computer.reset_cuda_graphs_state()
+
     def text(self, token_ids: list[int]) -> str:
         """Text of a stream's tokens, exactly as NeMo's decoding renders a hypothesis."""
         return self._decoding.decode_tokens_to_str_with_strip_punctuation(token_ids).strip()

@@ -119,6 +119,7 @@ class AsrEngine:
             "slots": self._slots,
             "features": int(self.model.cfg.preprocessor.features),
             "max_bucket": max_batch,
+            "after_capture": self._decoder.forget_graphs,
         }
         later = GraphedEncoderStep(
             frames=geometry.pre_encode_cache + geometry.chunk,

@@ -11,10 +11,16 @@ rows of one set of static tensors sized for the largest bucket (the cache tensor
 both instances): a batch's caches are gathered from slot storage straight into them and
 scattered back from them, and no bucket holds cache buffers of its own (they would add up to
 twice the largest batch's caches).
+
+A capture empties torch's allocator cache (`torch.cuda.graph`), which unmaps memory that another
+graph captured earlier may still read (NeMo's CUDA-graph RNNT decoder crashed with an illegal
+memory access when our buckets were captured after it): `after_capture` lets the engine have
+such graphs captured again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +62,10 @@ class GraphedEncoderStep:
         drop: int,
         max_bucket: int = 1024,
         caches: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        after_capture: Callable[[], None] | None = None,
     ):
-        """`caches`: another instance's static caches (same `max_bucket`) to share."""
+        """`caches`: another instance's static caches (same `max_bucket`) to share;
+        `after_capture`: called after each bucket's capture."""
         self._encoder = encoder
         self._slots = slots
         self.frames = frames
@@ -76,6 +84,7 @@ class GraphedEncoderStep:
         )
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
         self._pool = torch.cuda.graph_pool_handle()
+        self._after_capture = after_capture
 
     @property
     def max_batch(self) -> int:
@@ -134,4 +143,6 @@ class GraphedEncoderStep:
         with torch.cuda.graph(graph, pool=self._pool), torch.inference_mode():
             outputs = step()
         self._graphs[bucket] = (graph, outputs)
+        if self._after_capture is not None:
+            self._after_capture()
         return self._graphs[bucket]
