@@ -9,18 +9,14 @@ as a user would run it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from nemotron_speech.llm.launcher import free_port, is_healthy
 from nemotron_speech.testing.fixture_llm import (
     CASES,
     HELLO_REASONING,
@@ -100,48 +96,13 @@ def test_tool_call_is_parsed(vllm_server):
     assert json.loads(call["function"]["arguments"]) == {"location": "Paris"}
 
 
-def test_serve_llm_command_serves_and_stops_on_sigterm(vllm_server, tmp_path):
-    """The literal user command: prints the vLLM line, warms the server up before reporting it
-    ready, and SIGTERM leaves no vLLM.
-
-    Uses `vllm_server` only to know the fixture is built and the vLLM venv works; it starts its own
-    server on another port.
-    """
-    port, log = free_port(), tmp_path / "serve-llm.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nemotron_speech.cli",
-                "serve-llm",
-                "--target",
-                "cpu-fixture",
-                "--port",
-                str(port),
-                "--python",
-                vllm_server.spec.argv[0],
-                "--model",
-                vllm_server.spec.argv[vllm_server.spec.argv.index("--model") + 1],
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while "vLLM ready after" not in log.read_text() and proc.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.5)
-        # ready = healthy, then the warm-up completion answered (vLLM logs the request)
-        assert re.search(r"warm-up completion \d+\.\d+ s", log.read_text()), log.read_text()
-        assert "POST /v1/chat/completions" in log.read_text()
-        first_line = log.read_text().splitlines()[0]
-        assert first_line.startswith("VLLM_CPU_KVCACHE_SPACE=1 ") and f"--port {port}" in first_line
-        assert is_healthy(f"http://127.0.0.1:{port}/v1"), log.read_text()[-2000:]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        assert not is_healthy(f"http://127.0.0.1:{port}/v1")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+def test_serve_llm_command_prints_its_command_and_warms_up_before_ready(vllm_server):
+    """The session's server is the literal user command (tests/vllm_server.py): it printed the
+    vLLM line first and reported ready only after the warm-up completion was answered. That
+    SIGTERM then stops it and its vLLM is checked by the fixture when the session ends."""
+    log = vllm_server.log()
+    assert log.splitlines()[0] == vllm_server.spec.shell(), log[:2000]
+    ready = log.index("vLLM ready after")
+    assert re.match(r"vLLM ready after \d+\.\d+ s: .* warm-up completion \d+\.\d+ s\)", log[ready:])
+    # vLLM logged the warm-up request (the only one before ready) before the command said ready
+    assert "POST /v1/chat/completions" in log[:ready], log[:ready][-2000:]

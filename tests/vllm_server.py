@@ -1,4 +1,4 @@
-"""One real vLLM OpenAI server (CPU, fixture model) per test session, started through our recipe.
+"""One real vLLM OpenAI server (CPU, fixture model) per test session, started as users start it.
 
 conftest.py registers the fixture once for every module, so tests just ask for it:
 
@@ -12,6 +12,11 @@ NEMOTRON_VLLM_PYTHON; when that variable is unset the tests using it are skipped
 machine and fail in CI (`tools.unavailable`), and when the server fails to start they fail. The
 fixture model only answers its scripted prompts: use `nemotron_speech.testing.fixture_llm.CASES`.
 
+The server is the literal `nemotron-speech serve-llm --target cpu-fixture` command, so the
+session's one vLLM start also covers the command (test_vllm_fixture.py reads its log), and the
+fixture checks the command's documented stop when the session ends: SIGTERM ends it with status
+0 and its vLLM with it. A second vLLM start for the command alone cost ~25 s of CI.
+
 Do not import the fixture into a test module: pytest would register a second "session" fixture
 for that module, start another vLLM (~20 s, ~3 GB) and keep it running until the session ends.
 """
@@ -19,6 +24,7 @@ for that module, start another vLLM (~20 s, ~3 GB) and keep it running until the
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +32,8 @@ from pathlib import Path
 import pytest
 from tools import unavailable
 
-from nemotron_speech.llm.launcher import RunningServer, free_port, start_server
+from nemotron_speech.child_server import spawn
+from nemotron_speech.llm.launcher import RunningServer, free_port, is_healthy
 from nemotron_speech.llm.recipe import build_command
 from nemotron_speech.testing.fixture_llm import ensure_fixture_model
 
@@ -34,13 +41,23 @@ VLLM_PYTHON_ENV = "NEMOTRON_VLLM_PYTHON"
 
 
 def start_fixture_server(python: str, log_dir: Path) -> RunningServer:
-    """Build (or reuse) the fixture model and serve it with the cpu-fixture recipe on a free port.
+    """Build (or reuse) the fixture model and serve it with `nemotron-speech serve-llm --target
+    cpu-fixture` on a free port; return once the command reports it ready (warmed up).
 
-    The returned server's `base_url` and `model` are all a client needs; call `stop()` when done.
+    The returned server's `base_url` and `model` are all a client needs, its `spec` is the
+    command's vLLM line, and `stop()` sends the command SIGTERM.
     """
     model_dir = ensure_fixture_model(python=python)
     spec = build_command("cpu-fixture", str(model_dir), port=free_port(), python=python)
-    return start_server(spec, log_path=log_dir / "vllm.log", timeout=300)
+    command = [sys.executable, "-m", "nemotron_speech.cli", "serve-llm", "--target", "cpu-fixture",
+               "--port", str(spec.port), "--python", python, "--model", str(model_dir)]  # fmt: skip
+    log_path = log_dir / "serve-llm.log"
+    server = RunningServer("serve-llm", spawn(command, dict(os.environ), log_path), log_path,
+                           spec=spec)  # fmt: skip
+    server.started_in_s = server.wait_until(
+        lambda: "vLLM ready after" in server.log(), "ready", 300
+    )
+    return server
 
 
 @pytest.fixture(scope="session", name="vllm_server")
@@ -54,4 +71,7 @@ def vllm_server_fixture() -> Iterator[RunningServer]:
         try:
             yield server
         finally:
-            server.stop()
+            server.stop()  # SIGTERM to the command, as `docker stop` or systemd send it
+        # the command's only stop in the suite, so its check is here: exit 0, no vLLM left
+        assert server.process.returncode == 0, server.log_tail()
+        assert not is_healthy(server.base_url), "vLLM still answers after serve-llm stopped"
