@@ -53,6 +53,8 @@ from nemotron_speech.testing.fixture_llm import (
 from nemotron_speech.testing.stt_pipeline import wait_for
 
 RECORDINGS = Path(__file__).parent / "assets" / "vllm"
+CUT_AT = 4  # max_tokens that cut the scripted tool call inside its markup: vLLM streams nothing
+EMPTY_REPLY = "Sorry, could you say that again?"
 WEATHER_TOOL = FunctionSchema(
     name="get_weather",
     description=TOOLS[0]["function"]["description"],
@@ -66,7 +68,7 @@ def case_of(body: dict) -> str:
     if body["messages"][-1]["role"] == "tool":
         return "after_tool"
     if body.get("tools"):
-        return "tool_call"
+        return "cut_tool_call" if body.get("max_tokens") == CUT_AT else "tool_call"
     return "thinking_on" if body["chat_template_kwargs"]["enable_thinking"] else "hello"
 
 
@@ -168,7 +170,7 @@ def backend(request) -> Backend:
     return Backend(server.base_url, server.model, ServerTransport())
 
 
-def make_llm(backend: Backend, **settings) -> NemotronLLMService:
+def make_llm(backend: Backend, empty_reply: str | None = None, **settings) -> NemotronLLMService:
     """The service on `backend`, greedy so the fixture model answers its script."""
     transport = backend.transport
 
@@ -180,7 +182,7 @@ def make_llm(backend: Backend, **settings) -> NemotronLLMService:
     settings = NemotronLLMService.Settings(
         model=backend.model, system_instruction=SYSTEM_PROMPT, temperature=0, **settings
     )
-    return Service(base_url=backend.base_url, settings=settings)
+    return Service(base_url=backend.base_url, settings=settings, empty_reply=empty_reply)
 
 
 class Replies(FrameProcessor):
@@ -269,7 +271,8 @@ async def test_thinking_is_off_by_default_and_switched_at_runtime(backend):
 
 
 async def test_tool_call_reaches_the_handler_and_the_answer_streams(backend):
-    llm = make_llm(backend)
+    """The call's reply has no text, and is not answered with the fallback."""
+    llm = make_llm(backend, empty_reply=EMPTY_REPLY)
     calls = []
 
     async def get_weather(params: FunctionCallParams):
@@ -290,9 +293,21 @@ async def test_tool_call_reaches_the_handler_and_the_answer_streams(backend):
     backend.check_recordings()
 
 
+async def test_a_reply_that_says_nothing_is_answered_with_the_fallback(backend):
+    """The scripted tool call cut off by max_tokens: vLLM's tool parser swallows the partial
+    call and streams no text (as for a malformed call sampled by a real model). Without
+    `empty_reply` the turn says nothing; with it, the fallback is the reply."""
+    for empty_reply, said in ((None, ""), (EMPTY_REPLY, EMPTY_REPLY)):
+        llm = make_llm(backend, empty_reply=empty_reply, max_tokens=CUT_AT)
+        down, up = await run_turns(llm, LLMContextFrame(context("tool_call")), "wait", turns=1)
+        assert replies(down) == [("", said)]
+        assert not [f for f in up if isinstance(f, ErrorFrame)]
+    backend.check_recordings()
+
+
 async def test_an_unreachable_server_is_an_error_frame_and_the_next_turn_works():
     backend = replay()
-    llm = make_llm(backend)
+    llm = make_llm(backend, empty_reply=EMPTY_REPLY)  # an error is not a reply without words
     backend.transport.down = True
 
     def back_up():
@@ -308,7 +323,8 @@ async def test_an_unreachable_server_is_an_error_frame_and_the_next_turn_works()
 
 @pytest.mark.slow
 async def test_an_error_answer_is_an_error_frame_and_the_next_turn_works(vllm_server):
-    llm = make_llm(Backend(vllm_server.base_url, "no-such-model", ServerTransport()))
+    backend = Backend(vllm_server.base_url, "no-such-model", ServerTransport())
+    llm = make_llm(backend, empty_reply=EMPTY_REPLY)  # an error is not a reply without words
     right_model = NemotronLLMService.Settings(model=vllm_server.model)
     down, up = await hello_update_hello(llm, right_model)
     errors = [f.error for f in up if isinstance(f, ErrorFrame)]

@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipecat.frames.frames import EndFrame
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from server_fixtures import pcm16
 
 from nemotron_speech.services import NemotronLLMService
 from nemotron_speech.testing.fixture_llm import SYSTEM_PROMPT, WEATHER, WEATHER_REPLY
 from nemotron_speech.testing.sentences import SENTENCES
-from nemotron_speech.voice_agent import contributions
+from nemotron_speech.voice_agent import build_voice_agent, contributions, user_text
 from nemotron_speech.voice_agent.bot import build_bot
-from nemotron_speech.voice_agent.config import BotConfig, make_llm
+from nemotron_speech.voice_agent.config import EMPTY_REPLY, BotConfig, make_llm
+from nemotron_speech.voice_agent.tools import get_weather
 from nemotron_speech.voice_agent.wav_transport import WavTransport
 
 pytestmark = pytest.mark.slow
@@ -143,6 +145,33 @@ def test_text_to_voice_calls_the_tool(vllm_server, tmp_path):
     assert "get_weather" in result.stderr  # the handler ran (pipecat logs the call)
     with wave.open(str(out)) as wav:
         assert wav.getnframes() / wav.getframerate() > 1.0
+
+
+async def test_a_reply_without_words_is_answered_with_a_fallback(vllm_server):
+    """The bot's LLM (`make_llm`) on the weather question with room for 4 tokens: the tool call
+    is cut off inside its markup, vLLM streams neither text nor a call, and the reply is
+    `EMPTY_REPLY` (spoken like any reply) instead of silence. Text out: no TTS needed."""
+    config = bot_config(vllm_server)
+    config.max_tokens = 4
+    agent = build_voice_agent(
+        transport=WavTransport(b""),
+        llm=make_llm(config),
+        system_prompt=config.system_prompt,
+        tools=[get_weather],
+        user_params=LLMUserAggregatorParams(),  # no VAD: the turn is typed
+        idle_timeout_secs=None,
+    )
+    runner = asyncio.create_task(agent.run())
+    try:
+        await agent.worker.queue_frames(user_text(WEATHER["content"]))
+        async with asyncio.timeout(60):
+            while not [m for m in agent.context.messages if m["role"] == "assistant"]:
+                await asyncio.sleep(0.1)
+        await agent.worker.queue_frame(EndFrame())
+        await asyncio.wait_for(runner, 30)
+    finally:
+        runner.cancel()
+    assert agent.context.messages[-1] == {"role": "assistant", "content": EMPTY_REPLY}
 
 
 async def test_in_process_asr(asr_model_path, vllm_server, speech_wavs):

@@ -26,6 +26,9 @@ SYSTEM_PROMPT = (
     "lists, markdown, code or emoji. If you need the weather, call the get_weather tool."
 )
 GREETING = "Hello! I'm your Nemotron voice assistant. How can I help?"
+# said when the model's reply has nothing to say aloud (e.g. a malformed or cut-off tool call):
+# silence would leave the user waiting for an answer that never comes
+EMPTY_REPLY = "Sorry, I lost my train of thought. Could you say that again?"
 
 
 @dataclass
@@ -145,14 +148,18 @@ def make_stt(config: BotConfig) -> STTService:
 
 
 def make_llm(config: BotConfig) -> LLMService:
-    """Nemotron on vLLM, thinking off (a voice turn cannot wait for reasoning)."""
+    """Nemotron on vLLM, thinking off (a voice turn cannot wait for reasoning), `EMPTY_REPLY`
+    for a reply without words."""
     from nemotron_speech.services.llm import NemotronLLMService
 
     settings = NemotronLLMService.Settings(model=config.llm_model)
     if config.max_tokens:
         settings.max_tokens = config.max_tokens
     return NemotronLLMService(
-        base_url=config.llm_url, api_key=config.llm_api_key, settings=settings
+        base_url=config.llm_url,
+        api_key=config.llm_api_key,
+        settings=settings,
+        empty_reply=EMPTY_REPLY,
     )
 
 
