@@ -249,7 +249,7 @@ class InferenceProcess(_Inference):
         per stream per step instead of one per 20 ms packet. The send buffer is kept small so
         that the waiting happens here, where audio can be joined, not in the socket."""
         self._connected.wait()
-        with socket.socket(fileno=os.dup(self._pipe.fileno())) as sock:
+        with self._pipe_socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         ended = False
         while not ended:
@@ -265,8 +265,13 @@ class InferenceProcess(_Inference):
                 return  # the engine process is gone; the reader reports it
         # leave: the engine process reads the end (and frees our streams), then closes its side,
         # which ends the reader's recv (closing the pipe here would not wake it)
-        with socket.socket(fileno=os.dup(self._pipe.fileno())) as sock:
+        with self._pipe_socket() as sock:
             sock.shutdown(socket.SHUT_WR)
+
+    def _pipe_socket(self) -> socket.socket:
+        """The pipe's Unix socket, for options the `Connection` does not offer (a duplicate
+        descriptor: closing it leaves the pipe open)."""
+        return socket.socket(fileno=os.dup(self._pipe.fileno()))
 
     def _read_forever(self) -> None:
         try:

@@ -94,6 +94,15 @@ class _Arrivals:
             self._frames.popleft()
 
 
+@dataclass(frozen=True)
+class _TimedInterim:
+    """An interim on its way out, with the loop time its audio arrived (None: a finalize made
+    it): its lag is observed once it is written."""
+
+    transcript: Transcript
+    arrived: float | None
+
+
 class Session:
     """Serves one connection until it closes; `shutdown()` finalizes it for a server stop."""
 
@@ -111,7 +120,7 @@ class Session:
         self._ready = ready
         self._metrics = metrics
         self._limits = limits
-        self._outbox: asyncio.Queue[Event | Ready | tuple] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Event | Ready | _TimedInterim] = asyncio.Queue()
         self._stream_id: int | None = None
         self._final_sent = asyncio.Event()  # set after each final is written
         self._last_message = 0.0  # loop time of the last message received
@@ -223,7 +232,7 @@ class Session:
             return
         if isinstance(event, Interim):  # when its audio came, looked up before it is forgotten
             at = None if event.audio_bytes is None else self._arrivals.of(event.audio_bytes)
-            self._outbox.put_nowait((event.transcript, at))
+            self._outbox.put_nowait(_TimedInterim(event.transcript, at))
             return
         if isinstance(event, StreamClosed):  # the engine ended the stream: read nothing more
             self.state = State.CLOSING
@@ -253,12 +262,11 @@ class Session:
                     self.state = State.CLOSING
                     await self.websocket.close(event.code, event.reason)
                     return
-                if isinstance(event, tuple):  # an interim, with its audio's arrival
-                    event, arrived = event
-                    await self.websocket.send(encode(event))
-                    if arrived is not None:
+                if isinstance(event, _TimedInterim):
+                    await self.websocket.send(encode(event.transcript))
+                    if event.arrived is not None:
                         loop = asyncio.get_running_loop()
-                        self._metrics.interim_lag_seconds.observe(loop.time() - arrived)
+                        self._metrics.interim_lag_seconds.observe(loop.time() - event.arrived)
                     continue
                 await self.websocket.send(encode(event))
                 if isinstance(event, Transcript) and event.finalize:
