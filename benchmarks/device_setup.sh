@@ -8,7 +8,7 @@
 #
 # It installs ./.whl/*.whl into /tmp/site (no index, no deps, no torch/CUDA wheels) and exports
 # PYTHONPATH=<repo>/src:/tmp/site so this checkout and the wheels sit in front of the device's
-# site-packages. A warm machine that already has the same wheel set installed skips the install.
+# site-packages, and puts /tmp/site/bin (the wheels' executables) on PATH. A warm machine that already has the same wheel set installed skips the install.
 #
 # Preparing .whl (on the dev machine, repo root; ~37 MB, git-ignored, travels via `carry`):
 #
@@ -57,6 +57,10 @@ _ns_src="$(dirname "$_ns_whl")/src"  # this checkout's nemotron_speech, ahead of
 case ":${PYTHONPATH:-}:" in
     *:/tmp/site:*) ;;
     *) export PYTHONPATH="$_ns_src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" ;;
+esac
+case ":$PATH:" in  # the wheels' executables (py-spy)
+    *:/tmp/site/bin:*) ;;
+    *) export PATH="/tmp/site/bin:$PATH" ;;
 esac
 unset _ns_whl _ns_stamp _ns_src
 return 0

@@ -33,6 +33,8 @@ sentence it sends `end` and waits for the final. Per N it reports:
   not exist), steps per second, mean batch size and step time, the scheduler's seconds per
   second by activity (from /metrics), and the machine's 1-minute load average at the end (other
   work on the machine skews results).
+With --profile-seconds S, py-spy records S seconds of the server's busiest process in the middle
+of each row (`server_profile.py`; raw stacks beside the JSON, top functions in the row).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import platform
@@ -68,6 +71,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.random_weights import emission, invalid_note
+from benchmarks.server_profile import ServerProfiler, print_summary, py_spy
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
@@ -250,7 +254,8 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
     groups = [
         list(range(k, n, args.client_processes)) for k in range(min(args.client_processes, n))
     ]
-    with GpuSampler(gpu_index(args.device)) as gpu:
+    profiler = profile_row(args, pid, n)
+    with GpuSampler(gpu_index(args.device)) as gpu, profiler or contextlib.nullcontext():
         if len(groups) == 1:
             stats = client_group(url, token, utterances, groups[0], n, seconds, request)
         else:
@@ -301,7 +306,17 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
         "mean_batch": round(batch / steps, 2) if steps else 0.0,
         "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
         "gpu": gpu.summary() if args.device.startswith("cuda") else None,
+        "profile": profiler.summary() if profiler else None,
     }
+
+
+def profile_row(args, pid: int | None, n: int) -> ServerProfiler | None:
+    """With --profile-seconds, py-spy on the server's busiest process in the row's middle."""
+    if not args.profile_seconds or pid is None:
+        return None
+    delay = max(0.0, (args.seconds - args.profile_seconds) / 2 - 1)  # 1 s finds the busiest
+    path = args.out.with_name(f"{args.out.stem}-n{n}-profile.txt")
+    return ServerProfiler(pid, args.profile_seconds, delay, path)
 
 
 def server_lag(before: dict, after: dict) -> dict:
@@ -436,8 +451,17 @@ def main() -> None:
         "--final-request", default="end", choices=("end", "finalize"),
         help="what ends each sentence: end (a reset) or finalize (context kept)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile-seconds", type=float, default=0.0,
+        help="py-spy the server's busiest process this long in each row (see server_profile)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    args.out = args.out or RESULTS / f"server-load-{args.device}.json"
+    if args.profile_seconds:
+        if args.url:
+            parser.error("--profile-seconds profiles a server it starts; drop --url")
+        py_spy()  # exits with how to install it, before any model is built
 
     work = tempfile.TemporaryDirectory()
     utterances = load_utterances()
@@ -486,8 +510,7 @@ def main() -> None:
         "valid": all(row["valid"] for row in rows),
         "rows": rows,
     }
-    out = args.out or RESULTS / f"server-load-{args.device}.json"
-    write_result(out, result)
+    write_result(args.out, result)
 
 
 def print_row(row: dict, header: bool) -> None:
@@ -522,6 +545,8 @@ def print_row(row: dict, header: bool) -> None:
         print("scheduler seconds per second (all engine processes): " + ", ".join(
             f"{activity} {seconds}" for activity, seconds in busy.items()
         ))  # fmt: skip
+    if row["profile"]:
+        print_summary(row["profile"])
     if row["unmatched_interims"]:
         print(f"{row['unmatched_interims']} interims had a text the calibration pass never saw")
     if not row["valid"]:
