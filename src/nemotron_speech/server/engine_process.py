@@ -90,7 +90,10 @@ def engine_main(
         log.error("the engine failed to load: %s", exc)
         hub.failed(f"{type(exc).__name__}: {exc}")
         sys.exit(1)
-    Scheduler(engine, hub.metrics, hub.post, *options).serve(hub.receive)
+    try:
+        Scheduler(engine, hub.metrics, hub.post, *options).serve(hub.receive)
+    finally:  # exiting already: a late SIGTERM must not raise inside the exit's cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _Hub:
