@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from server_fixtures import TOKEN, running_server
+from server_fixtures import TOKEN, servers_side_by_side
 from vllm_server import vllm_server_fixture  # noqa: F401  (one vLLM server for the whole session)
 
 # one thread: on 2 shared cores, two torch threads can make steps 10-30x slower
@@ -40,22 +39,12 @@ def speech_wavs() -> list[Path]:
 # reconfigures a server starts its own.
 @pytest.fixture(scope="session")
 def session_asr_servers(asr_model_path, tmp_path_factory):
-    """Both session servers, started side by side when the first is asked for: a start is mostly
-    one process importing NeMo and loading the model on one core, so on 2 cores both are ready
-    sooner (measured on a shared box: 13-19 s against 24-26 s one after the other). Nothing else
-    runs meanwhile. (Not from threads: a child gets SIGTERM when the thread that started it
-    ends, `child_server`'s PR_SET_PDEATHSIG.)"""
-    kinds = {"asr": (), "asr-token": ("--auth-token", TOKEN)}
-    with ExitStack() as stack:  # stops whichever started, also when the other fails
-        servers = [
-            stack.enter_context(
-                running_server(asr_model_path, tmp_path_factory.mktemp(name), *options,
-                               wait_ready=False)
-            )
-            for name, options in kinds.items()
-        ]  # fmt: skip
-        for server in servers:
-            server.wait_ready()
+    """Both session servers, started side by side when the first is asked for."""
+    starts = [
+        (tmp_path_factory.mktemp("asr"), ()),
+        (tmp_path_factory.mktemp("asr-token"), ("--auth-token", TOKEN)),
+    ]
+    with servers_side_by_side(asr_model_path, starts) as servers:
         yield servers
 
 

@@ -5,22 +5,25 @@ context."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from itertools import chain
 
 import numpy as np
 import pytest
 from pipecat.frames.frames import TranscriptionFrame, VADUserStoppedSpeakingFrame
-from server_fixtures import TOKEN, frames, running_server
+from server_fixtures import TOKEN, frames, servers_side_by_side
 
 from nemotron_speech.asr.audio import load_audio
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import Transcript
+from nemotron_speech.server.launcher import AsrServerProcess
 from nemotron_speech.services.local_stt import NemotronLocalSTTService
 from nemotron_speech.services.stt import NemotronSTTService
 from nemotron_speech.testing.pauses import same_words, with_pause
 from nemotron_speech.testing.sentences import SENTENCES
 from nemotron_speech.testing.stt_pipeline import of_type, run_stt, silence, unpaced, wait_for
 
+RIGHT_CONTEXTS = (0, 1, 6, 13)
 CONVERSATION = [3, 12, 6, 9]  # four turns, each with its pause, 1.5 s of silence between them
 
 
@@ -37,15 +40,35 @@ def turns(speech_wavs) -> list[tuple[bytes, int]]:
     ]
 
 
-@pytest.fixture(scope="module", params=(0, 1, 6, 13), ids=lambda r: f"R{r}")
-def server(request, asr_model_path, tmp_path_factory):
+@pytest.fixture(scope="module")
+def own_servers(request, asr_model_path, tmp_path_factory) -> Iterator[dict[int, AsrServerProcess]]:
+    """A server per right context other than the default's (that one is the session's), for the
+    right contexts the selected tests ask for, all started side by side (three: 28 s one after
+    the other on a quiet 2-core box, 14.5 s together)."""
+    right_contexts = sorted(
+        {
+            item.callspec.params["server"]
+            for item in request.session.items
+            if item.module is request.module and "server" in item.fixturenames
+        }
+        - {1}
+    )
+    starts = [
+        (
+            tmp_path_factory.mktemp(f"server-r{r}"),
+            ("--auth-token", TOKEN, "--right-context", str(r)),
+        )
+        for r in right_contexts
+    ]
+    with servers_side_by_side(asr_model_path, starts) as servers:
+        yield dict(zip(right_contexts, servers, strict=True))
+
+
+@pytest.fixture(scope="module", params=RIGHT_CONTEXTS, ids=lambda r: f"R{r}")
+def server(request):
     if request.param == 1:  # the server's default right context: the session's server
-        yield request.getfixturevalue("token_asr_server")
-        return
-    log_dir = tmp_path_factory.mktemp(f"server-r{request.param}")
-    options = ("--auth-token", TOKEN, "--right-context", str(request.param))
-    with running_server(asr_model_path, log_dir, *options) as server:
-        yield server
+        return request.getfixturevalue("token_asr_server")
+    return request.getfixturevalue("own_servers")[request.param]
 
 
 async def speak(url: str, audio: bytes, vad_stop: int, request: str) -> list[str]:
@@ -106,7 +129,7 @@ async def test_websocket_service_keeps_context_through_pauses(server, turns):
     check_conversation(down)
 
 
-@pytest.mark.parametrize("right_context", (0, 1, 6, 13), ids=lambda r: f"R{r}")
+@pytest.mark.parametrize("right_context", RIGHT_CONTEXTS, ids=lambda r: f"R{r}")
 async def test_local_service_keeps_context_through_pauses(asr_model_path, turns, right_context):
     stt = NemotronLocalSTTService(model_path=asr_model_path, right_context=right_context)
     down, _ = await run_stt(stt, lambda tap: unpaced(conversation(turns)), start_timeout=120)
