@@ -69,8 +69,8 @@ class SlotGreedyDecoder:
         return [row[:count] for row, count in zip(labels, counts, strict=True)]
 
     def forget_graphs(self) -> None:
-        """Drop NeMo's CUDA-graph decoding state, if any; the next call captures it again. Needed
-        after any other capture in the process, which frees memory that state's graphs read."""
+        """Drop NeMo's CUDA-graph decoding state, if any; the next call captures it again. Called
+        after each of the engine's own captures, after which its graphs failed (see `graphs`)."""
         self._computer.reset_cuda_graphs_state()
 
     def text(self, token_ids: list[int]) -> str:

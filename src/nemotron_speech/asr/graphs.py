@@ -12,10 +12,10 @@ both instances): a batch's caches are gathered from slot storage straight into t
 scattered back from them, and no bucket holds cache buffers of its own (they would add up to
 twice the largest batch's caches).
 
-A capture empties torch's allocator cache (`torch.cuda.graph`), which unmaps memory that another
-graph captured earlier may still read (NeMo's CUDA-graph RNNT decoder crashed with an illegal
-memory access when our buckets were captured after it): `after_capture` lets the engine have
-such graphs captured again.
+`after_capture` lets the engine have other graphs captured again after each of ours: NeMo's
+CUDA-graph RNNT decoder, captured before our buckets, hit an illegal memory access at its next
+replay (observed on an H200; a capture empties torch's allocator cache, so that graph read
+memory no live tensor held: which, is not established).
 """
 
 from __future__ import annotations
