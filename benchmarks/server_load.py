@@ -33,8 +33,9 @@ sentence it sends `end` and waits for the final. Per N it reports:
   not exist), steps per second, mean batch size and step time, the scheduler's seconds per
   second by activity (from /metrics), and the machine's 1-minute load average at the end (other
   work on the machine skews results).
-With --profile-seconds S, py-spy records S seconds of the server's busiest process in the middle
-of each row (`server_profile.py`; raw stacks beside the JSON, top functions in the row).
+With --profile-seconds S, py-spy records S seconds of the server's busiest process in each row
+once its clients are connected (`server_profile.py`; raw stacks beside the JSON, top functions
+in the row).
 Prints one table and writes JSON (default benchmarks/results/server-load-<device>.json).
 The clients run in this process: on a small machine they compete with the server for CPU.
 """
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import platform
@@ -254,8 +254,10 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
     groups = [
         list(range(k, n, args.client_processes)) for k in range(min(args.client_processes, n))
     ]
-    profiler = profile_row(args, pid, n)
-    with GpuSampler(gpu_index(args.device)) as gpu, profiler or contextlib.nullcontext():
+    profiler = profile_row(args, url, pid, n)
+    if profiler:
+        profiler.start()
+    with GpuSampler(gpu_index(args.device)) as gpu:
         if len(groups) == 1:
             stats = client_group(url, token, utterances, groups[0], n, seconds, request)
         else:
@@ -268,6 +270,8 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
                 stats = [stat for future in futures for stat in future.result()]
     wall = time.perf_counter() - started
     after, cpu_after, own_after = read_metrics(url), cpu_seconds(pid), sum(os.times()[:4])
+    if profiler:  # after the row's figures: a profile that outlasts the clients must not count
+        profiler.join()
     steps = after["asr_steps_total"] - before["asr_steps_total"]
     batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
     step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
@@ -310,13 +314,12 @@ def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
     }
 
 
-def profile_row(args, pid: int | None, n: int) -> ServerProfiler | None:
-    """With --profile-seconds, py-spy on the server's busiest process in the row's middle."""
+def profile_row(args, url: str, pid: int | None, n: int) -> ServerProfiler | None:
+    """With --profile-seconds, py-spy on the server's busiest process once all N are in."""
     if not args.profile_seconds or pid is None:
         return None
-    delay = max(0.0, (args.seconds - args.profile_seconds) / 2 - 1)  # 1 s finds the busiest
     path = args.out.with_name(f"{args.out.stem}-n{n}-profile.txt")
-    return ServerProfiler(pid, args.profile_seconds, delay, path)
+    return ServerProfiler(url, pid, n, args.profile_seconds, args.seconds, path)
 
 
 def server_lag(before: dict, after: dict) -> dict:
@@ -452,7 +455,7 @@ def main() -> None:
         help="what ends each sentence: end (a reset) or finalize (context kept)",
     )  # fmt: skip
     parser.add_argument(
-        "--profile-seconds", type=float, default=0.0,
+        "--profile-seconds", type=int, default=0,
         help="py-spy the server's busiest process this long in each row (see server_profile)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
@@ -461,6 +464,8 @@ def main() -> None:
     if args.profile_seconds:
         if args.url:
             parser.error("--profile-seconds profiles a server it starts; drop --url")
+        if not 1 <= args.profile_seconds < args.seconds:
+            parser.error("--profile-seconds must be at least 1 and less than --seconds")
         py_spy()  # exits with how to install it, before any model is built
 
     work = tempfile.TemporaryDirectory()

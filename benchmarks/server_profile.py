@@ -1,8 +1,9 @@
 """Where a loaded server's busiest process spends its time: `py-spy` samples it mid-row.
 
-`server_load --profile-seconds S` records, in the middle of each N row, S seconds of the server
-process that used the most CPU over the second before (under load: the engine process with
-`--engine-process`, else the server itself), with `py-spy record`. py-spy samples only threads
+`server_load --profile-seconds S` records, in each N row once the server has the row's N streams
+open and a second has passed, S seconds of the server process that used the most CPU over that
+second (under load: the engine process with `--engine-process`, else the server itself), with
+`py-spy record`. py-spy samples only threads
 that are running (a thread blocked in the kernel, as the scheduler's wait for commands or a
 front's accept, is skipped; the scheduler's waiting is `asr_scheduler_seconds_total{activity=
 "idle"}`), so the shares are of the process's busy time, a host wait for the GPU included. The
@@ -25,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import process_tree_cpu_seconds
+from nemotron_speech.server.launcher import read_metrics
 
 OWN_CODE = "nemotron_speech"  # frames of the project's own modules, for the inclusive list
 TOP = 12
@@ -51,28 +53,40 @@ def busiest_process(pid: int, window: float = 1.0) -> int:
 
 
 class ServerProfiler:
-    """As a context manager around a row's load: waits `delay` seconds, then records `seconds`
-    of the busiest process of server `pid` into `path` on a background thread."""
+    """Started before a row's load (`start`), on a background thread: once server `pid` at
+    `url` has `streams` streams open (within `timeout` seconds), records `seconds` of its
+    busiest process into `path`; `join` before reading `summary`."""
 
-    def __init__(self, pid: int, seconds: float, delay: float, path: Path):
+    def __init__(self, url: str, pid: int, streams: int, seconds: int, timeout: float, path: Path):
         self._command = [py_spy(), "record", "--nonblocking", "--rate", "100"]
-        self._pid, self._seconds, self._delay, self.path = pid, seconds, delay, path
+        self._url, self._pid, self._streams = url, pid, streams
+        self._seconds, self._timeout, self.path = seconds, timeout, path
         self.profiled: int | None = None
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ServerProfiler:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def join(self) -> None:
         self._thread.join()
 
     def _run(self) -> None:
-        time.sleep(self._delay)
+        try:
+            self._record()
+        except Exception as exc:  # a failed profile must not cost the row its figures
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _record(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while read_metrics(self._url).get("asr_streams_open", 0) < self._streams:
+            if time.monotonic() > deadline:
+                self.error = f"the server never had {self._streams} streams open"
+                return
+            time.sleep(0.2)
         self.profiled = busiest_process(self._pid)
         done = subprocess.run(
-            [*self._command, "--pid", str(self.profiled), "--duration", str(int(self._seconds))]
+            [*self._command, "--pid", str(self.profiled), "--duration", str(self._seconds)]
             + ["--format", "raw", "--output", str(self.path)],
             capture_output=True,
             text=True,
