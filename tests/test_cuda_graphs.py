@@ -133,6 +133,9 @@ def main(only: list[str]) -> int:
         ]
     )
     checks = [check for check in checks if not only or any(w in check[0] for w in only)]
+    if not checks:
+        print(f"FAIL: no check's name holds any of {only}")
+        return 1
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     failed = 0
     for name, check, args in checks:
