@@ -1,9 +1,12 @@
 """The engine process's hub (`server/engine_process.py`) with real connections: after a step it
 waits for the follow-up write of a front whose writer was blocked on it, and only of those; on
-SIGTERM it waits for its fronts, but not forever."""
+SIGTERM it waits for its fronts, but not forever, and SIGTERM while it loads is a stop (exit 0),
+not a load failure."""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -62,3 +65,29 @@ def test_sigterm_waits_for_the_fronts_but_not_forever(monkeypatch, tmp_path):
     time.sleep(1.0)
     assert exits == [0]
     fronts[0].close()
+
+
+def _slow_load():
+    """A model load that takes longer than the test (module level: a spawned child imports it)."""
+    time.sleep(60)
+
+
+def test_sigterm_while_loading_exits_0(tmp_path):
+    address = tmp_path / "engine"
+    process = multiprocessing.get_context("spawn").Process(
+        target=engine_process.engine_main,
+        args=(_slow_load, str(address), os.urandom(16), (0.0, 1), logging.INFO, True),
+    )
+    process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not address.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert address.exists(), "the engine process never listened"
+        time.sleep(1.0)  # its SIGTERM handler is installed right after it listens
+        process.terminate()
+        process.join(30)
+        assert process.exitcode == 0  # was 1: the stop was taken for a failed load
+    finally:
+        process.kill()
+        process.join()

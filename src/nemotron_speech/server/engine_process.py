@@ -86,7 +86,7 @@ def engine_main(
     try:
         engine = load_engine()
         hub.loaded(EngineInfo.of(engine))
-    except BaseException as exc:
+    except Exception as exc:  # not SystemExit: SIGTERM while loading is a stop, not a failure
         log.error("the engine failed to load: %s", exc)
         hub.failed(f"{type(exc).__name__}: {exc}")
         sys.exit(1)

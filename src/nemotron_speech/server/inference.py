@@ -328,11 +328,15 @@ class EngineProcess:
         self.process.start()
 
     def join(self, timeout: float) -> None:
-        """Wait for the process to exit (terminate it after `timeout`), then clean up."""
+        """Wait for the process to exit (terminate it after `timeout`, kill it 5 s later: once
+        exiting it ignores SIGTERM), then clean up."""
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
         self._folder.cleanup()
 
 
