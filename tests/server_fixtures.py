@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 from hypothesis import strategies as st
 
 from nemotron_speech.client import AsrClient
@@ -65,6 +66,12 @@ def servers_side_by_side(
         for server in servers:
             server.wait_ready()
         yield servers
+
+
+def selected_tests_use(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test this session runs (after -k and other deselection) uses `fixture`,
+    directly or through other fixtures."""
+    return any(fixture in item.fixturenames for item in request.session.items)
 
 
 def stop_process(process: subprocess.Popen, sig: int, timeout: float) -> None:

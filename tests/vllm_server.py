@@ -23,6 +23,7 @@ for that module, start another vLLM (~20 s, ~3 GB) and keep it running until the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -30,9 +31,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_fixtures import selected_tests_use
 from tools import unavailable
 
-from nemotron_speech.child_server import spawn
+from nemotron_speech.child_server import ServerStartError, spawn
 from nemotron_speech.llm.launcher import RunningServer, free_port, is_healthy
 from nemotron_speech.llm.recipe import build_command
 from nemotron_speech.testing.fixture_llm import ensure_fixture_model
@@ -40,9 +42,9 @@ from nemotron_speech.testing.fixture_llm import ensure_fixture_model
 VLLM_PYTHON_ENV = "NEMOTRON_VLLM_PYTHON"
 
 
-def start_fixture_server(python: str, log_dir: Path) -> RunningServer:
-    """Build (or reuse) the fixture model and serve it with `nemotron-speech serve-llm --target
-    cpu-fixture` on a free port; return once the command reports it ready (warmed up).
+def spawn_fixture_server(python: str, log_dir: Path) -> RunningServer:
+    """Build (or reuse) the fixture model and start `nemotron-speech serve-llm --target
+    cpu-fixture` on a free port, without waiting for it (`wait_fixture_server`).
 
     The returned server's `base_url` and `model` are all a client needs, its `spec` is the
     command's vLLM line, and `stop()` sends the command SIGTERM.
@@ -52,22 +54,26 @@ def start_fixture_server(python: str, log_dir: Path) -> RunningServer:
     command = [sys.executable, "-m", "nemotron_speech.cli", "serve-llm", "--target", "cpu-fixture",
                "--port", str(spec.port), "--python", python, "--model", str(model_dir)]  # fmt: skip
     log_path = log_dir / "serve-llm.log"
-    server = RunningServer("serve-llm", spawn(command, dict(os.environ), log_path), log_path,
-                           spec=spec)  # fmt: skip
-    server.started_in_s = server.wait_until(
-        lambda: "vLLM ready after" in server.log(), "ready", 300
-    )
+    return RunningServer("serve-llm", spawn(command, dict(os.environ), log_path), log_path,
+                         spec=spec)  # fmt: skip
+
+
+def wait_fixture_server(server: RunningServer) -> RunningServer:
+    """Return once the command reports vLLM ready (warmed up); raise `ServerStartError` if it
+    exits first."""
+    server.wait_until(lambda: "vLLM ready after" in server.log(), "ready", 300)
     return server
 
 
-@pytest.fixture(scope="session", name="vllm_server")
-def vllm_server_fixture() -> Iterator[RunningServer]:
-    """Session-wide fixture server; without the vLLM venv: skipped, or failed in CI."""
+@pytest.fixture(scope="session")
+def vllm_started() -> Iterator[RunningServer]:
+    """The session's command, started but not yet ready; without the vLLM venv: skipped, or
+    failed in CI."""
     python = os.environ.get(VLLM_PYTHON_ENV)
     if not python:
         unavailable(f"{VLLM_PYTHON_ENV} is unset: create the vLLM venv with .ci/setup_vllm.sh")
     with tempfile.TemporaryDirectory(prefix="vllm-fixture-") as log_dir:
-        server = start_fixture_server(python, Path(log_dir))
+        server = spawn_fixture_server(python, Path(log_dir))
         try:
             yield server
         finally:
@@ -75,3 +81,14 @@ def vllm_server_fixture() -> Iterator[RunningServer]:
         # the command's only stop in the suite, so its check is here: exit 0, no vLLM left
         assert server.process.returncode == 0, server.log_tail()
         assert not is_healthy(server.base_url), "vLLM still answers after serve-llm stopped"
+
+
+@pytest.fixture(scope="session", name="vllm_server")
+def vllm_server_fixture(request, vllm_started) -> RunningServer:
+    """Session-wide fixture server, ready. vLLM's start keeps about one core busy for 20-30 s,
+    so when the selected tests use the session's ASR servers too, those start meanwhile
+    (`conftest.session_asr_servers`, which then waits for both)."""
+    if selected_tests_use(request, "session_asr_servers"):
+        with contextlib.suppress(ServerStartError):  # the ASR tests report it
+            request.getfixturevalue("session_asr_servers")
+    return wait_fixture_server(vllm_started)
