@@ -11,14 +11,36 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_engine_benchmark_records_steps_agreement_and_real_time(tmp_path):
-    out = tmp_path / "engine.json"
-    command = [
+ENGINE = "test_engine_benchmark_records_steps_agreement_and_real_time"
+IMPORTS = "test_every_benchmark_imports_as_part_of_the_package"
+NAMES = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+
+
+@dataclass
+class Run:
+    """A command started by `runs` in its own folder; its test reads the outcome."""
+
+    process: subprocess.Popen
+    folder: Path
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        """The exit status and stderr, once it has exited."""
+        return self.process.wait(timeout), (self.folder / "stderr").read_text()
+
+
+def commands(out: Path) -> dict[str, list[str]]:
+    """Each test's command: the benchmark with every table on a tiny scale, writing `out`; all
+    benchmark modules imported in one process (so torch and NeMo load once)."""
+    benchmark = [
         sys.executable,
         "-m",
         "benchmarks.engine",
@@ -46,10 +68,40 @@ def test_engine_benchmark_records_steps_agreement_and_real_time(tmp_path):
         "--json",
         str(out),
     ]
+    code = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)"
+    imports = [sys.executable, "-c", code, *(f"benchmarks.{n}" for n in NAMES)]
+    return {ENGINE: benchmark, IMPORTS: imports}
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory) -> Iterator[dict[str, Run]]:
+    """The selected tests' commands, started together: the import check is one process on one
+    core for most of the benchmark's time, so both are done about when the benchmark alone is
+    (31-33 s against 39 s one after the other on a quiet 2-core box). Each test reads only its own
+    command's outcome."""
+    selected = {i.originalname for i in request.session.items if i.module is request.module}
+    folders = {name: tmp_path_factory.mktemp("run") for name in (ENGINE, IMPORTS)}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    started = {}
+    for name, command in commands(folders[ENGINE] / "engine.json").items():
+        if name in selected:
+            with open(folders[name] / "stderr", "w") as stderr:
+                process = subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+                )
+            started[name] = Run(process, folders[name])
+    try:
+        yield started
+    finally:
+        for run in started.values():  # a test that failed early leaves its command running
+            run.process.kill()
+            run.process.wait()
+
+
+def test_engine_benchmark_records_steps_agreement_and_real_time(runs):
+    returncode, stderr = runs[ENGINE].finish(timeout=600)
+    assert returncode == 0, stderr[-3000:]
+    result = json.loads((runs[ENGINE].folder / "engine.json").read_text())
     rows = [(row["variant"], row["batch"]) for row in result["steps"]]
     assert rows == [("stock", 1), ("stock", 2), ("eager", 1), ("eager", 2)]
     # every row records what the model emitted while it was timed (a trained model's rows are
@@ -70,17 +122,9 @@ def test_engine_benchmark_records_steps_agreement_and_real_time(tmp_path):
     )
 
 
-def test_every_benchmark_imports_as_part_of_the_package():
+def test_every_benchmark_imports_as_part_of_the_package(runs):
     """The commands in docs/benchmarks.md are `python -m benchmarks.NAME`: every module's imports
-    resolve inside the package (one process, so torch and NeMo load once)."""
-    names = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
-    assert {"engine", "server_load", "services", "voice_to_voice"} <= set(names)
-    code = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)"
-    done = subprocess.run(
-        [sys.executable, "-c", code, *(f"benchmarks.{n}" for n in names)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    resolve inside the package."""
+    assert {"engine", "server_load", "services", "voice_to_voice"} <= set(NAMES)
+    returncode, stderr = runs[IMPORTS].finish(timeout=300)
+    assert returncode == 0, stderr[-3000:]
