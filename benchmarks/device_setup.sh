@@ -8,7 +8,8 @@
 #
 # It installs ./.whl/*.whl into /tmp/site (no index, no deps, no torch/CUDA wheels) and exports
 # PYTHONPATH=<repo>/src:/tmp/site so this checkout and the wheels sit in front of the device's
-# site-packages, and puts /tmp/site/bin (the wheels' executables) on PATH. A warm machine that already has the same wheel set installed skips the install.
+# site-packages, and puts /tmp/site/bin (the wheels' executables) on PATH. A warm machine that
+# already has the same wheel set installed skips the install.
 #
 # Preparing .whl (on the dev machine, repo root; ~37 MB, git-ignored, travels via `carry`):
 #

@@ -1,15 +1,14 @@
-"""Where a loaded server's busiest process spends its time: `py-spy` samples it mid-row.
+"""Where a loaded server's busiest process spends its time: `py-spy` samples it under load.
 
 `server_load --profile-seconds S` records, in each N row once the server has the row's N streams
 open and a second has passed, S seconds of the server process that used the most CPU over that
 second (under load: the engine process with `--engine-process`, else the server itself), with
-`py-spy record`. py-spy samples only threads
-that are running (a thread blocked in the kernel, as the scheduler's wait for commands or a
-front's accept, is skipped; the scheduler's waiting is `asr_scheduler_seconds_total{activity=
-"idle"}`), so the shares are of the process's busy time, a host wait for the GPU included. The
-raw stacks go beside the JSON; the row gets the functions with the most samples of their own
-(leaf) and the project's functions by samples under them (inclusive), each as a share of all
-samples.
+`py-spy record`. py-spy samples only threads that are running (a thread blocked in the kernel,
+as the scheduler's wait for commands or a front's accept, is skipped; the scheduler's waiting is
+`asr_scheduler_seconds_total{activity="idle"}`), so the shares are of the process's busy time, a
+host wait for the GPU included. The raw stacks go beside the JSON; the row gets the functions
+with the most samples of their own (leaf) and the project's functions by samples under them
+(inclusive), each as a share of all samples.
 
 Why py-spy: it attaches to a running process without changing its code or its timing much
 (`--nonblocking`), which a profiler inside the engine process could not.
@@ -118,8 +117,6 @@ def summarize(raw: str, top: int = TOP) -> dict:
         for frame in set(frames):
             if OWN_CODE in frame:
                 inclusive[frame] += samples
-    if not total:
-        return {"samples": 0, "leaf": [], "inclusive": []}
 
     def shares(counter: Counter) -> list[list]:
         return [[name, round(n / total, 3)] for name, n in counter.most_common(top)]
