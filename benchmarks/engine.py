@@ -84,9 +84,9 @@ def build_model(args, work: Path):
             "full-size architecture, random weights, blank bias calibrated per variant and right "
             f"context for ~{args.tokens_per_frame} tokens per 80 ms frame"
         )
-        return full_size(work, args.device, args.cuda_graph_decoder), description
+        return full_size(work, args.device), description
     path = Path(args.model or TINY_MODEL)
-    model = load_nemo_model(path, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder)
+    model = load_nemo_model(path, device=args.device)
     return model, path.name
 
 
@@ -369,7 +369,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
     parser.add_argument("--warm", type=int, default=3, help="untimed steps per row")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--cuda-graph-decoder", action="store_true")
     parser.add_argument(
         "--tokens-per-frame",
         type=float,

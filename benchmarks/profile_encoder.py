@@ -138,7 +138,7 @@ def main() -> None:
     device = torch.device("cuda")
     with tempfile.TemporaryDirectory() as work:
         model = build_full_size(Path(work)).eval()
-    configure_decoding(model, False)
+    configure_decoding(model)
     geometry = select_right_context(model, args.right_context)
     encoder = model.encoder.to(device, PRECISIONS[args.precision])
     inputs = step_inputs(encoder, geometry, args.batch, PRECISIONS[args.precision], device)

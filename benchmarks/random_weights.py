@@ -93,12 +93,12 @@ def calibrate_blank_bias(
     return {"blank_bias": bias, **emission(tokens, samples, random_weights=True)}
 
 
-def full_size(work: Path, device: str, cuda_graph_decoder: bool = False):
+def full_size(work: Path, device: str):
     """The full-size architecture, random weights, on `device` (calibrate it per engine)."""
     from nemotron_speech.testing.make_model import build_full_size
 
     model = build_full_size(work).eval()
-    configure_decoding(model, cuda_graph_decoder)
+    configure_decoding(model)
     return model.to(torch.device(device))
 
 

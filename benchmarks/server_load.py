@@ -379,11 +379,9 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
     from nemotron_speech.asr.model import load_nemo_model
 
     if args.full_size:
-        model = full_size(work, args.device, args.cuda_graph_decoder)
+        model = full_size(work, args.device)
     else:
-        model = load_nemo_model(
-            args.model, device=args.device, cuda_graph_decoder=args.cuda_graph_decoder
-        )
+        model = load_nemo_model(args.model, device=args.device)
     restore = restorer(model)
     engine = AsrEngine(
         model,
@@ -418,7 +416,6 @@ def serve(args) -> AsrServerProcess:
     workers = ("--workers", str(args.workers)) if args.workers != 1 else ()
     workers += ("--engine-process",) if args.engine_process else ()
     workers += ("--engine-processes", str(args.engine_processes))
-    workers += ("--cuda-graph-decoder",) if args.cuda_graph_decoder else ()
     return start_server(
         "--right-context", str(args.right_context), "--device", args.device,
         "--max-streams", "4096", "--max-message-bytes", str(2**20),
@@ -440,7 +437,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server option: processes")
     parser.add_argument("--engine-process", action="store_true", help="server option")
     parser.add_argument("--engine-processes", type=int, default=1, help="server option")
-    parser.add_argument("--cuda-graph-decoder", action="store_true", help="server option")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
     parser.add_argument("--seconds", type=float, default=20.0, help="per N")
     parser.add_argument(
@@ -508,7 +504,6 @@ def main() -> None:
         "workers": args.workers,
         "engine_process": args.engine_process or args.engine_processes > 1,
         "engine_processes": args.engine_processes,
-        "cuda_graph_decoder": args.cuda_graph_decoder,
         "command": " ".join(sys.argv),
         "solo_tokens": [u.tokens for u in utterances],
         "server_finals_differing_from_engine": differ,

@@ -144,6 +144,7 @@ class PhaseTimer:
         self._device = engine.device
         for phase, name in (*self.METHODS, ("encoder", "_encode_eager")):
             setattr(engine, name, self._timed(phase, getattr(engine, name)))
+        # a graphed step decodes in the same replay: its decode counts under "encoder"
         graphed = [(component, "encoder") for component in engine._graphed.values()]
         self._components = [*graphed, (engine._decoder, "decoder")]
         for component, phase in self._components:  # callables: time their class's __call__

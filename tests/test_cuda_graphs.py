@@ -1,9 +1,8 @@
 """Which batch sizes get CUDA graphs; and, on a CUDA device, the production configuration:
 
-- the CUDA-graph engine (first and later steps, shared static buffers, fast_layers) gives the
-  eager fp32 engine's tokens and the sentences at every right context;
-- the same with NeMo's CUDA-graph RNNT decoder (`cuda_graph_decoder=True`) under our slot
-  decoder, at R=1;
+- the CUDA-graph engine (first and later steps with their greedy decode in one graph, shared
+  static buffers, fast_layers) gives the eager fp32 engine's tokens and the sentences at every
+  right context;
 - streams joining and leaving a graph engine mid-run (`batching_schedule.py`, shared with the CPU
   test `test_batching_exact.py`), in fp32, bf16 and fp16, at batch sizes that are padded up to
   their bucket (3 in 4, 5 and 6 in 8), report exactly what each reports stepped alone in the same
@@ -42,21 +41,15 @@ def test_graph_buckets_are_powers_of_two_up_to_the_largest_batch():
 
 
 @needs_cuda
-@pytest.mark.parametrize(
-    ("right_context", "cuda_graph_decoder"),
-    [(r, False) for r in (0, 1, 6, 13)] + [(1, True)],
-    ids=lambda value: f"R{value}" if type(value) is int else f"decoder-graphs-{value}",
-)
-def test_graphs_equal_eager_on_cuda(right_context, cuda_graph_decoder):
+@pytest.mark.parametrize("right_context", (0, 1, 6, 13), ids=lambda r: f"R{r}")
+def test_graphs_equal_eager_on_cuda(right_context):
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
     from nemotron_speech.testing.sentences import SENTENCES
 
     options = {"right_context": right_context, "device": "cuda", "max_graph_batch": 8}
     eager = AsrEngine.load(MODEL, cuda_graphs=False, **options)
-    graphs = AsrEngine.load(
-        MODEL, cuda_graphs=True, cuda_graph_decoder=cuda_graph_decoder, **options
-    )
+    graphs = AsrEngine.load(MODEL, cuda_graphs=True, **options)
     graphs.warmup()
     for wav, sentence in zip(WAVS, SENTENCES, strict=True):
         samples = load_audio(wav)
@@ -66,7 +59,7 @@ def test_graphs_equal_eager_on_cuda(right_context, cuda_graph_decoder):
         assert final.text == sentence, wav.name
 
 
-def schedule_on_graphs(right_context: int, precision: str, cuda_graph_decoder: bool = False):
+def schedule_on_graphs(right_context: int, precision: str):
     """The joining-and-leaving schedule on a graph engine, checked; returns the comparison."""
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
@@ -79,7 +72,6 @@ def schedule_on_graphs(right_context: int, precision: str, cuda_graph_decoder: b
         precision=precision,
         cuda_graphs=True,
         max_graph_batch=MAX_GRAPH_BATCH,
-        cuda_graph_decoder=cuda_graph_decoder,
     )
     engine.warmup()  # captures every bucket: no step below runs eagerly
     comparison = compare(engine, [load_audio(wav) for wav in WAVS])
@@ -96,12 +88,6 @@ def test_joining_and_leaving_streams_on_graphs_equal_alone(right_context, precis
     schedule_on_graphs(right_context, precision)
 
 
-@needs_cuda
-@pytest.mark.parametrize("precision", ("bf16", "fp32"))
-def test_joining_and_leaving_streams_with_decoder_graphs_equal_alone(precision):
-    schedule_on_graphs(1, precision, cuda_graph_decoder=True)
-
-
 def _padded(sizes: set[int]) -> str:
     """`3>4 5>8`: batch sizes and the buckets they are padded to."""
     from nemotron_speech.asr.graphs import graph_buckets
@@ -116,22 +102,14 @@ def main(only: list[str]) -> int:
     if not torch.cuda.is_available():
         print("FAIL: no CUDA device (this script is the GPU half; CI's pytest skips it)")
         return 1
-    checks = (
-        [
-            (f"graphs == eager fp32, R={r}, 16 clips", test_graphs_equal_eager_on_cuda, (r, False))
-            for r in (0, 1, 6, 13)
-        ]
-        + [
-            (f"schedule batched == alone, R={r} {p}", schedule_on_graphs, (r, p))
-            for r in SCHEDULE_RIGHT_CONTEXTS
-            for p in SCHEDULE_PRECISIONS
-        ]
-        + [("decoder graphs == eager fp32, R=1", test_graphs_equal_eager_on_cuda, (1, True))]
-        + [
-            (f"decoder graphs schedule == alone, R=1 {p}", schedule_on_graphs, (1, p, True))
-            for p in ("bf16", "fp32")
-        ]
-    )
+    checks = [
+        (f"graphs == eager fp32, R={r}, 16 clips", test_graphs_equal_eager_on_cuda, (r,))
+        for r in (0, 1, 6, 13)
+    ] + [
+        (f"schedule batched == alone, R={r} {p}", schedule_on_graphs, (r, p))
+        for r in SCHEDULE_RIGHT_CONTEXTS
+        for p in SCHEDULE_PRECISIONS
+    ]
     checks = [check for check in checks if not only or any(w in check[0] for w in only)]
     if not checks:
         print(f"FAIL: no check's name holds any of {only}")

@@ -1,77 +1,116 @@
-"""Greedy RNNT decoding of many streams with their decoder state in slot tensors.
+"""Greedy RNNT decoding of many streams in lock-step, with their decoder state in slot tensors.
 
-NeMo's `rnnt_decoder_predictions_tensor` with partial hypotheses builds, merges, splits and
-detokenizes one `Hypothesis` per stream on every step (device syncs and Python per stream). This
-runs the same label-looping computer on a batched state gathered from slots, and returns each
-stream's new token ids with two host transfers per step; the tokens are identical.
+The greedy rule is NeMo's: at each encoder frame, ask the joint for a label; a blank (or the
+`max_symbols`-th label of the frame) moves on to the next frame, any other label is emitted and
+fed to the prediction network. NeMo's label-looping computer runs that rule in a loop whose
+length depends on the labels, asking the GPU after every round whether any stream is still
+searching: at batch 172 on an H200 the engine process spent 65 % of its time in that loop, most
+of it waiting for those answers (`server_load --profile-seconds`, docs/server.md). Here every
+stream takes the same `frames x max_symbols` rounds, each round a fixed set of tensor operations
+on the whole batch with masks: no round needs a host answer, so a step's decode is captured in
+the engine's CUDA graphs and replayed with its encoder (`graphs`), and the host reads the labels
+once. The joint and the prediction network are NeMo's own modules, called as NeMo's computer
+calls them, so the tokens are the same (tested against NeMo's offline decoding).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from nemotron_speech.asr.slots import SlotStore
 
-DECODER_STATE = ("lstm_hidden", "lstm_cell", "predictor_output", "last_label", "decoded_length")
+DECODER_STATE = ("lstm_hidden", "lstm_cell", "predictor_output")
 
 
 class SlotGreedyDecoder:
-    """Label-looping greedy decoding whose per-stream state lives in a `SlotStore`."""
+    """Greedy RNNT decoding whose per-stream state lives in a `SlotStore`."""
 
     def __init__(self, model, store: SlotStore):
-        from nemo.collections.asr.parts.submodules.transducer_decoding.label_looping_base import (
-            BatchedLabelLoopingState,
-        )
-
-        self._state_type = BatchedLabelLoopingState
+        computer = model.decoding.decoding.decoding_computer
+        if computer.max_symbols is None:
+            raise ValueError("greedy decoding needs a finite max_symbols per frame")
+        self.max_symbols = int(computer.max_symbols)
+        self.blank = int(model.decoder.blank_idx)
         self._decoding = model.decoding
-        self._computer = model.decoding.decoding.decoding_computer
+        self._predictor = model.decoder
+        self._joint = model.joint
         device = next(model.parameters()).device
         # NeMo 3.0's own initial state for an empty hypothesis (<SOS> fed to the predictor)
-        fresh = self._computer._get_batched_decoding_state_after_sos(device=device, batch_size=1)
+        fresh = computer._get_batched_decoding_state_after_sos(device=device, batch_size=1)
         hidden, cell = fresh.predictor_states
-        values = (hidden, cell, fresh.predictor_outputs, fresh.labels, fresh.decoded_lengths)
-        for name, value, dim in zip(DECODER_STATE, values, (1, 1, 0, 0, 0), strict=True):
+        for name, value, dim in zip(
+            DECODER_STATE, (hidden, cell, fresh.predictor_outputs), (1, 1, 0), strict=True
+        ):
             store.add(name, value, dim)
         self._store = store
 
     @torch.inference_mode()
     def __call__(
         self, encoded: torch.Tensor, encoded_len: torch.Tensor, slots: torch.Tensor
-    ) -> list[list[int]]:
-        """Decode `encoded` [B, d_model, T] for the streams in `slots`; return new token ids."""
-        hidden, cell, output, label, length = self._store.gather(DECODER_STATE, slots)
-        state = self._state_type(
-            predictor_states=(hidden, cell),
-            predictor_outputs=output,
-            labels=label,
-            decoded_lengths=length,
-        )
-        hyps, state = self._computer(
-            x=encoded.transpose(1, 2), out_len=encoded_len, prev_batched_state=state
-        )
-        # NeMo's CUDA-graph decoding returns its captured batch, padded past ours: keep our rows
-        batch = len(slots)
-        hidden, cell = state.predictor_states
-        self._store.scatter(
-            DECODER_STATE,
-            slots,
-            (
-                hidden[:, :batch],
-                cell[:, :batch],
-                state.predictor_outputs[:batch],
-                state.labels[:batch],
-                state.decoded_lengths[:batch],
-            ),
-        )
-        counts = hyps.current_lengths[:batch].tolist()
-        labels = hyps.transcript[:batch, : max(counts, default=0)].tolist()
-        return [row[:count] for row, count in zip(labels, counts, strict=True)]
+    ) -> torch.Tensor:
+        """Decode `encoded` [B, d_model, T] (eagerly) for the streams in `slots`, updating their
+        state; the labels [B, T * max_symbols] (`tokens` reads them)."""
+        state = self._store.gather(DECODER_STATE, slots)
+        labels = self.decode(encoded, encoded_len, state, stop_early=True)
+        self._store.scatter(DECODER_STATE, slots, state)
+        return labels
 
-    def forget_graphs(self) -> None:
-        """Drop NeMo's CUDA-graph decoding state, if any; the next call captures it again. Called
-        after each of the engine's own captures, after which its graphs failed (see `graphs`)."""
-        self._computer.reset_cuda_graphs_state()
+    def decode(
+        self,
+        encoded: torch.Tensor,
+        encoded_len: torch.Tensor,
+        state: list[torch.Tensor],
+        stop_early: bool = False,
+    ) -> torch.Tensor:
+        """The lock-step greedy rounds over `encoded` [B, d_model, T], updating `state`
+        (hidden, cell, predictor output) in place; column `t * max_symbols + s` of the result
+        holds the `s`-th label emitted at frame `t`, or blank. `stop_early` ends a frame's rounds
+        once no stream is searching: the same labels, but it asks the device (not in a graph)."""
+        hidden, cell, output = state
+        frames = self._joint.project_encoder(encoded.transpose(1, 2))  # [B, T, H]
+        batch, count, _ = frames.shape
+        labels = torch.full(
+            (batch, count * self.max_symbols), self.blank, dtype=torch.long, device=frames.device
+        )
+        lstm = (hidden.clone(), cell.clone())
+        prediction = output.clone()
+        for t in range(count):
+            frame = frames[:, t : t + 1]
+            searching = encoded_len > t
+            for s in range(self.max_symbols):
+                logits = self._joint.joint_after_projection(frame, prediction)
+                _, label = logits.squeeze(1).squeeze(1).max(-1)  # as NeMo: first maximum
+                emitted = searching & (label != self.blank)
+                labels[:, t * self.max_symbols + s] = torch.where(emitted, label, self.blank)
+                lstm, prediction = self._predict(label, lstm, prediction, emitted)
+                searching = emitted
+                if stop_early and not searching.any():
+                    break
+        hidden.copy_(lstm[0])
+        cell.copy_(lstm[1])
+        output.copy_(prediction)
+        return labels
+
+    def _predict(self, label, lstm, prediction, emitted):
+        """The prediction network fed `label`, kept only for the streams that `emitted` it."""
+        batch = label.shape[0]
+        new_output, new_lstm, *_ = self._predictor.predict(
+            label.unsqueeze(1), lstm, add_sos=False, batch_size=batch
+        )
+        new_output = self._joint.project_prednet(new_output)
+        keep = ~emitted
+        self._predictor.batch_replace_states_mask(src_states=lstm, dst_states=new_lstm, mask=keep)
+        return new_lstm, torch.where(emitted[:, None, None], new_output, prediction)
+
+    def tokens(self, labels: torch.Tensor) -> list[list[int]]:
+        """Each row's emitted token ids, in order (one device-to-host copy)."""
+        rows = labels.cpu().numpy()
+        emitted = rows != self.blank
+        tokens: list[list[int]] = [[] for _ in range(len(rows))]
+        for row in np.flatnonzero(emitted.any(axis=1)):
+            tokens[row] = rows[row][emitted[row]].tolist()
+        return tokens
 
     def text(self, token_ids: list[int]) -> str:
         """Text of a stream's tokens, exactly as NeMo's decoding renders a hypothesis."""

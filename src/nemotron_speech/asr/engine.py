@@ -110,25 +110,23 @@ class AsrEngine:
         self.last_step = StepInfo(0, 0, 0.0)
 
     def _graphed_steps(self, max_batch: int) -> dict:
-        """CUDA-graph encoder steps for later chunks and for first chunks (keyed by `is_first`)."""
-        from nemotron_speech.asr.graphs import GraphedEncoderStep
+        """CUDA-graph steps for later chunks and for first chunks (keyed by `is_first`)."""
+        from nemotron_speech.asr.graphs import GraphedStep
 
         geometry = self.geometry
-        shared = {
+        common = {
             "encoder": self.model.encoder,
+            "decoder": self._decoder,
             "slots": self._slots,
             "features": int(self.model.cfg.preprocessor.features),
             "max_bucket": max_batch,
-            "after_capture": self._decoder.forget_graphs,
         }
-        later = GraphedEncoderStep(
+        later = GraphedStep(
             frames=geometry.pre_encode_cache + geometry.chunk,
             drop=geometry.drop_extra_pre_encoded,
-            **shared,
+            **common,
         )
-        first = GraphedEncoderStep(
-            frames=geometry.first_chunk, drop=0, caches=later.caches, **shared
-        )
+        first = GraphedStep(frames=geometry.first_chunk, drop=0, shared=later, **common)
         return {False: later, True: first}
 
     @classmethod
@@ -137,12 +135,11 @@ class AsrEngine:
         model_path: str | Path,
         right_context: int | None = None,
         device: str = "cpu",
-        cuda_graph_decoder: bool = False,
         **options,
     ) -> AsrEngine:
         """Load a `.nemo` (on the CPU first, then `device`) and build an engine on it; `options`
         go to the constructor."""
-        model = load_nemo_model(model_path, device=device, cuda_graph_decoder=cuda_graph_decoder)
+        model = load_nemo_model(model_path, device=device)
         return cls(model, right_context=right_context, **options)
 
     # -- facts -----------------------------------------------------------------------------
@@ -299,8 +296,9 @@ class AsrEngine:
         self, ready: list[StreamState], counts: list[int], features: torch.Tensor, rows: list[int]
     ) -> None:
         """One encoder step and one greedy decode over the `rows` of the step's streams whose
-        chunks share a shape (first chunks or later ones): the same calls NeMo's
-        `conformer_stream_step` makes, on chunks cut from `features` on the device."""
+        chunks share a shape (first chunks or later ones): the encoder call NeMo's
+        `conformer_stream_step` makes, and NeMo's greedy rule, on chunks cut from `features` on
+        the device."""
         streams = [ready[row] for row in rows]
         slots = torch.tensor([stream.slot for stream in streams], device=self.device)
         is_first = streams[0].steps == 0
@@ -310,11 +308,11 @@ class AsrEngine:
         signal = signal.to(PRECISIONS[self.precision])
         graphed = self._graphed.get(is_first)
         if graphed is not None and len(streams) <= graphed.max_batch:
-            encoded, encoded_len = graphed(signal, lengths, slots)
+            labels = graphed(signal, lengths, slots)
         else:
             encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
-        new_tokens = self._decoder(encoded.float(), encoded_len, slots)
-        for stream, tokens in zip(streams, new_tokens, strict=True):
+            labels = self._decoder(encoded.float(), encoded_len, slots)
+        for stream, tokens in zip(streams, self._decoder.tokens(labels), strict=True):
             stream.token_ids.extend(tokens)
 
     def _encode_eager(self, signal, lengths, slots, drop: int, streams: list[StreamState]):

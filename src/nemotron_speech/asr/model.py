@@ -33,7 +33,7 @@ class ChunkGeometry:
         return self.chunk * self.hop_samples * 1000 / SAMPLE_RATE
 
 
-def load_nemo_model(path: str | Path, device: str = "cpu", cuda_graph_decoder: bool = False):
+def load_nemo_model(path: str | Path, device: str = "cpu"):
     """Restore a `.nemo` on the CPU, check it can stream, configure greedy batched RNNT decoding,
     then move it to `device` (loading on the CPU first avoids a GPU memory peak beside vLLM)."""
     path = Path(path)
@@ -49,7 +49,7 @@ def load_nemo_model(path: str | Path, device: str = "cpu", cuda_graph_decoder: b
         raise ModelLoadError(f"cannot load {path} as a NeMo model: {exc}") from exc
     _check_cache_aware(model, path)
     model.eval()
-    configure_decoding(model, cuda_graph_decoder)
+    configure_decoding(model)
     return model.to(torch.device(device))
 
 
@@ -69,16 +69,17 @@ def _check_cache_aware(model, path: Path) -> None:
         )
 
 
-def configure_decoding(model, cuda_graph_decoder: bool) -> None:
-    """Greedy batched label-looping RNNT; timestamps off (they break hypothesis merging across
-    streaming steps); CUDA-graph decoding off unless asked (Blackwell needs it off)."""
+def configure_decoding(model) -> None:
+    """Greedy batched label-looping RNNT for NeMo's own decoding (the offline reference; the
+    engine streams with `decoding`, on the same modules); timestamps off (they break hypothesis
+    merging across streaming steps); NeMo's CUDA-graph decoding off (Blackwell needs it off)."""
     from omegaconf import open_dict
 
     config = copy.deepcopy(model.cfg.decoding)
     with open_dict(config):
         config.strategy = "greedy_batch"
         config.greedy.loop_labels = True
-        config.greedy.use_cuda_graph_decoder = cuda_graph_decoder
+        config.greedy.use_cuda_graph_decoder = False
         config.compute_timestamps = False
         config.preserve_alignments = False
     model.change_decoding_strategy(config, verbose=False)

@@ -54,6 +54,12 @@ class SlotStore:
         for field in self._fields.values():
             field.tensor.narrow(field.dim, slot, 1).copy_(field.fresh)
 
+    def fresh(self, names: tuple[str, ...], count: int) -> tuple[list[torch.Tensor], list[int]]:
+        """`count` fresh states of each field (new tensors), and each field's slot dimension."""
+        fields = [self._fields[name] for name in names]
+        tensors = [f.fresh.repeat_interleave(count, dim=f.dim) for f in fields]
+        return tensors, [field.dim for field in fields]
+
     def gather(
         self, names: tuple[str, ...], slots: torch.Tensor, out: Sequence[torch.Tensor] | None = None
     ) -> list[torch.Tensor]:

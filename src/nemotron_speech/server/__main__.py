@@ -46,9 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
     parser.add_argument(
-        "--cuda-graph-decoder", action="store_true", help="CUDA-graph RNNT decoding (GPU only)"
-    )
-    parser.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16"],
         default=defaults.precision,

@@ -44,7 +44,6 @@ class ServerConfig:
     port: int = ASR_PORT
     right_context: int | None = None
     device: str = "cpu"
-    cuda_graph_decoder: bool = False
     precision: str = "fp32"  # of the encoder: fp32, bf16 or fp16
     cuda_graphs: bool = True  # CUDA-graph encoder steps when the device is a GPU
     max_streams: int = 64
@@ -250,9 +249,7 @@ def load_engine(config: ServerConfig):
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.model import load_nemo_model
 
-    model = load_nemo_model(
-        config.model, device=config.device, cuda_graph_decoder=config.cuda_graph_decoder
-    )
+    model = load_nemo_model(config.model, device=config.device)
     right_context = config.right_context
     if right_context is None:
         right_context = _default_right_context(model)
