@@ -62,6 +62,12 @@ class StepInfo:
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def first_chunk_bucket(max_batch: int) -> int:
+    """The largest first-chunk graph: a step's first chunks are the streams that just began an
+    utterance, a few; more run in several replays."""
+    return max(1, max_batch // 4)
+
+
 class AsrEngine:
     """Streaming ASR over one cache-aware FastConformer-RNNT model.
 
@@ -126,7 +132,12 @@ class AsrEngine:
             drop=geometry.drop_extra_pre_encoded,
             **common,
         )
-        first = GraphedStep(frames=geometry.first_chunk, drop=0, shared=later, **common)
+        # first chunks run beside the later ones, on a stream and static rows of their own: a
+        # step's few first chunks would otherwise add a small, launch-bound replay to its time
+        common["max_bucket"] = first_chunk_bucket(max_batch)
+        first = GraphedStep(
+            frames=geometry.first_chunk, drop=0, stream=torch.cuda.Stream(self.device), **common
+        )
         return {False: later, True: first}
 
     @classmethod
@@ -263,25 +274,37 @@ class AsrEngine:
             elif count := stream.chunk_frames():
                 ready.append(stream)
                 counts.append(count)
-        groups = 0
+        groups = self._groups(ready)
         if ready:
             features = self._compute_features(ready, counts)
-            first = [row for row, stream in enumerate(ready) if stream.steps == 0]
-            later = [row for row, stream in enumerate(ready) if stream.steps]
-            for rows in (first, later):
-                if rows:
-                    self._run(ready, counts, features, rows)
-                    groups += 1
+            # every group is launched before any is read: the device runs them back to back
+            # (first chunks beside later ones), while the host moves the streams on
+            labels = [self._run(ready, counts, features, rows) for rows in groups]
+            for graphed in self._graphed.values():
+                graphed.join()
             for stream, count in zip(ready, counts, strict=True):
                 stream.advance(count)
+            for rows, group_labels in zip(groups, labels, strict=True):
+                for row, tokens in zip(rows, self._decoder.tokens(group_labels), strict=True):
+                    ready[row].token_ids.extend(tokens)
         results.extend(self._report_changes(ready))
         self.last_step = StepInfo(
             len(ready),
-            groups,
+            len(groups),
             time.perf_counter() - started,
             tuple(stream.stream_id for stream in ready),
         )
         return results
+
+    def _groups(self, ready: list[StreamState]) -> list[list[int]]:
+        """The step's model calls, as rows of `ready` whose chunks share a shape: first chunks
+        (in parts that fit their graphs) and later ones."""
+        first = [row for row, stream in enumerate(ready) if stream.steps == 0]
+        later = [row for row, stream in enumerate(ready) if stream.steps]
+        graphed = self._graphed.get(True)
+        size = graphed.max_batch if graphed is not None else max(1, len(first))
+        parts = [first[start : start + size] for start in range(0, len(first), size)]
+        return [*parts, later] if later else parts
 
     def _compute_features(self, streams: list[StreamState], counts: list[int]) -> torch.Tensor:
         """Log-mel of every stream's next chunk as one preprocessor call; row r holds stream
@@ -294,11 +317,11 @@ class AsrEngine:
 
     def _run(
         self, ready: list[StreamState], counts: list[int], features: torch.Tensor, rows: list[int]
-    ) -> None:
+    ) -> torch.Tensor:
         """One encoder step and one greedy decode over the `rows` of the step's streams whose
         chunks share a shape (first chunks or later ones): the encoder call NeMo's
         `conformer_stream_step` makes, and NeMo's greedy rule, on chunks cut from `features` on
-        the device."""
+        the device. Returns the labels (`SlotGreedyDecoder.tokens`), maybe not yet computed."""
         streams = [ready[row] for row in rows]
         slots = torch.tensor([stream.slot for stream in streams], device=self.device)
         is_first = streams[0].steps == 0
@@ -308,12 +331,9 @@ class AsrEngine:
         signal = signal.to(PRECISIONS[self.precision])
         graphed = self._graphed.get(is_first)
         if graphed is not None and len(streams) <= graphed.max_batch:
-            labels = graphed(signal, lengths, slots)
-        else:
-            encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
-            labels = self._decoder(encoded.float(), encoded_len, slots)
-        for stream, tokens in zip(streams, self._decoder.tokens(labels), strict=True):
-            stream.token_ids.extend(tokens)
+            return graphed(signal, lengths, slots)
+        encoded, encoded_len = self._encode_eager(signal, lengths, slots, drop, streams)
+        return self._decoder(encoded.float(), encoded_len, slots)
 
     def _encode_eager(self, signal, lengths, slots, drop: int, streams: list[StreamState]):
         channel, time_cache, channel_len = self._slots.gather(ENCODER_CACHES, slots)

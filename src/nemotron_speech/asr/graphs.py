@@ -62,8 +62,10 @@ class GraphedStep:
         drop: int,
         max_bucket: int = 1024,
         shared: GraphedStep | None = None,
+        stream: torch.cuda.Stream | None = None,
     ):
-        """`shared`: another instance (same `max_bucket`) whose static state to share."""
+        """`shared`: another instance (same `max_bucket`) whose static state to share;
+        `stream`: run on this CUDA stream, beside the caller's (`join` before reading)."""
         self._encoder = encoder
         self._decoder = decoder
         self._slots = slots
@@ -84,6 +86,11 @@ class GraphedStep:
         )
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle()
+        self._stream = stream
+        # captured on a stream of its own: cuBLAS keeps a workspace per stream, and a graph
+        # replays the one it was captured with (two graphs captured on torch's shared capture
+        # stream would share one, and corrupt each other when they run side by side)
+        self._capture_stream = torch.cuda.Stream(device)
 
     @property
     def max_batch(self) -> int:
@@ -91,7 +98,22 @@ class GraphedStep:
 
     def __call__(self, signal: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor):
         """Run `signal` [B, features, <= frames] for the streams in `slots`; update their
-        state in place and return the decoder's labels for the B real rows."""
+        state in place and return the decoder's labels for the B real rows (a copy: a step may
+        replay one bucket twice before it reads them)."""
+        if self._stream is None:
+            return self._replay(signal, lengths, slots)
+        self._stream.wait_stream(torch.cuda.current_stream(signal.device))
+        for tensor in (signal, lengths, slots):  # the caller's memory, read on our stream
+            tensor.record_stream(self._stream)
+        with torch.cuda.stream(self._stream):
+            return self._replay(signal, lengths, slots)
+
+    def join(self) -> None:
+        """Make the caller's stream wait for what this instance's stream has run."""
+        if self._stream is not None:
+            torch.cuda.current_stream(self._stream.device).wait_stream(self._stream)
+
+    def _replay(self, signal: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor):
         batch, _, frames = signal.shape
         bucket = next(size for size in self._buckets if size >= batch)
         graph, labels = self._graphs.get(bucket) or self._capture(bucket)
@@ -103,7 +125,7 @@ class GraphedStep:
         self._slots.gather(STATE, slots, out=state)
         graph.replay()
         self._slots.scatter(STATE, slots, state)
-        return labels[:batch]
+        return labels[:batch].clone()  # the next replay of this bucket overwrites them
 
     def capture_all(self) -> None:
         """Capture every bucket now (a capture takes a few steps' time)."""
@@ -136,7 +158,8 @@ class GraphedStep:
                 step()
         torch.cuda.current_stream(signal.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool), torch.inference_mode():
+        capture = torch.cuda.graph(graph, pool=self._pool, stream=self._capture_stream)
+        with capture, torch.inference_mode():
             labels = step()
         self._graphs[bucket] = (graph, labels)
         return self._graphs[bucket]
