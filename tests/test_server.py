@@ -25,7 +25,7 @@ from server_fixtures import (
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
 from nemotron_speech.protocol import CloseCode, Error, Transcript
-from nemotron_speech.server.metrics import SCHEDULER_ACTIVITIES
+from nemotron_speech.server.metrics import LAG_PARTS, SCHEDULER_ACTIVITIES
 from nemotron_speech.server.scheduler import IDLE_SPELL_S
 from nemotron_speech.testing.sentences import SENTENCES
 
@@ -247,7 +247,12 @@ async def test_metrics_account_for_one_stream(server, audio):
     assert status == 200 and "# TYPE asr_step_seconds histogram" in text
     server.wait_for_metric("asr_streams_open", 0)
     lags = ("asr_interim_lag_seconds_count", "asr_interim_lag_seconds_sum")
-    names = (*COUNTED, "asr_step_seconds_sum", *SCHEDULER.values(), *lags)
+    parts = {
+        part: tuple(f'asr_interim_lag_parts_seconds_{k}{{part="{part}"}}' for k in ("count", "sum"))
+        for part in LAG_PARTS
+    }
+    split_names = [name for names in parts.values() for name in names]
+    names = (*COUNTED, "asr_step_seconds_sum", *SCHEDULER.values(), *lags, *split_names)
     before = {name: server.metric(name) for name in names}
     started = time.perf_counter()
     async with AsrClient.connect(server.url, token=TOKEN) as client:
@@ -268,6 +273,11 @@ async def test_metrics_account_for_one_stream(server, audio):
     timed, lag = (delta.pop(name) for name in lags)
     interims = sum(not event.is_final for event in events)
     assert 0 < timed <= interims and 0 < lag < timed * wall
+    # ... and in parts that add up to it: to the scheduler, in it, back
+    split = {part: [delta.pop(name) for name in names] for part, names in parts.items()}
+    assert all(count == timed and total >= 0 for count, total in split.values()), split
+    assert sum(total for _, total in split.values()) == pytest.approx(lag, abs=1e-6)
+    assert split["in_scheduler"][1] > 0
     steps = delta["asr_steps_total"]
     assert interims > 0 and steps > 0
     assert delta == pytest.approx({

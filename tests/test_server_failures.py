@@ -1,8 +1,9 @@
 """What a failure costs, on an in-process ASR server (so a fault can be put into its engine):
 an engine failure ends its own stream with 1011 and no other, audio past the engine's own bound
-ends its stream with 1008, a handshake under way when shutdown begins is refused, one completed
-as it begins is closed with 1013, an idle client is closed with 4000, and a server whose own
-engine process (`--engine-process`) dies closes its streams with 1011 and stops."""
+ends its stream with 1008, a failure sending to a client closes it with 1011, a handshake under
+way when shutdown begins is refused, one completed as it begins is closed with 1013, an idle
+client is closed with 4000, and a server whose own engine process (`--engine-process`) dies
+closes its streams with 1011 and stops."""
 
 from __future__ import annotations
 
@@ -88,6 +89,38 @@ async def test_an_engine_failure_costs_its_stream_and_no_other(
                 await again.send_audio(frame)
             await again.end()
             assert await final_text(again) == SENTENCES[4]
+
+
+async def test_a_failure_sending_to_a_client_closes_it_with_1011(
+    asr_model_path, speech_wavs, monkeypatch, caplog
+):
+    """A bug in a connection's writer (here: timing an interim) must not leave the client
+    waiting in silence: the connection is closed with 1011 and the error logged, and other
+    connections are served."""
+    from nemotron_speech.server import session
+
+    def failing_observe(self, metrics, sent: float) -> None:
+        raise RuntimeError("injected writer fault")
+
+    async with served(asr_model_path) as server:
+        with monkeypatch.context() as patch:
+            patch.setattr(session._TimedInterim, "observe", failing_observe)
+            async with AsrClient.connect(url(server)) as client:
+                for frame in frames(pcm16(speech_wavs[5])):
+                    await client.send_audio(frame)
+                async with asyncio.timeout(10):
+                    events = [event async for event in client]
+            assert all(isinstance(event, Transcript) for event in events), events
+            assert (client.close_code, client.close_reason) == (
+                CloseCode.INTERNAL_ERROR,
+                "internal error",
+            )
+            assert "sending failed; closing with 1011" in caplog.text
+        async with AsrClient.connect(url(server)) as again:
+            for frame in frames(pcm16(speech_wavs[6])):
+                await again.send_audio(frame)
+            await again.end()
+            assert await final_text(again) == SENTENCES[6]
 
 
 async def test_audio_past_the_engines_own_bound_ends_the_stream_with_1008(asr_model_path):

@@ -19,26 +19,33 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
 SCHEDULER_ACTIVITIES = ("idle", "reading", "commands", "step", "events")
+LAG_PARTS = ("to_scheduler", "in_scheduler", "back")  # of `asr_interim_lag_seconds`
 
 
-class LabelledCounter:
-    """A counter split by one label, counted with `inc(label=...)`. Every expected label value is
-    exported from the start at 0, so a dashboard has the series before the first event."""
+class Labelled:
+    """A counter or histogram (`kind`) split by one label, counted with `inc(label=...)` or
+    observed with `observe(value, label=...)`. Every expected label value is exported from the
+    start at 0, so a dashboard has the series before the first event."""
 
     def __init__(
         self,
+        kind: type[Counter] | type[Histogram],
         name: str,
         documentation: str,
         label: str,
         values: Sequence[str],
         registry: CollectorRegistry,
+        **options,
     ):
-        self._counter = Counter(name, documentation, [label], registry=registry)
+        self._metric = kind(name, documentation, [label], registry=registry, **options)
         for value in values:
-            self._counter.labels(value)
+            self._metric.labels(value)
 
     def inc(self, amount: float = 1.0, label: str = "") -> None:
-        self._counter.labels(label).inc(amount)
+        self._metric.labels(label).inc(amount)
+
+    def observe(self, value: float, label: str = "") -> None:
+        self._metric.labels(label).observe(value)
 
 
 class ServerMetrics:
@@ -55,14 +62,16 @@ class ServerMetrics:
         self.connections = Counter(
             "asr_connections_total", "WebSocket connections accepted.", registry=registry
         )
-        self.rejected = LabelledCounter(
+        self.rejected = Labelled(
+            Counter,
             "asr_connections_rejected_total",
             "Connections refused, by reason.",
             "reason",
             ("auth", "loading", "max_streams", "shutting_down"),
             registry,
         )
-        self.client_errors = LabelledCounter(
+        self.client_errors = Labelled(
+            Counter,
             "asr_client_errors_total",
             "Error messages sent to clients, by cause.",
             "cause",
@@ -89,6 +98,17 @@ class ServerMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.interim_lag_parts = Labelled(
+            Histogram,
+            "asr_interim_lag_parts_seconds",
+            "asr_interim_lag_seconds in parts: the audio's arrival to its chunk ready in the "
+            "scheduler (to_scheduler), to the step's results (in_scheduler: waiting for and "
+            "running the step), to the interim sent (back). Where a loaded server's lag is.",
+            "part",
+            LAG_PARTS,
+            registry,
+            buckets=LAG_BUCKETS,
+        )
         self.finalize_seconds = Histogram(
             "asr_finalize_seconds",
             "Finalize or reset received to final transcript ready to send.",
@@ -100,7 +120,8 @@ class ServerMetrics:
             "Seconds of client audio accepted into the engine.",
             registry=registry,
         )
-        self.transcripts = LabelledCounter(
+        self.transcripts = Labelled(
+            Counter,
             "asr_transcripts_total",
             "Transcript messages sent, by kind.",
             "kind",
@@ -108,7 +129,8 @@ class ServerMetrics:
             registry,
         )
 
-        self.scheduler_seconds = LabelledCounter(
+        self.scheduler_seconds = Labelled(
+            Counter,
             "asr_scheduler_seconds",
             "Scheduler wall time by activity: waiting for commands (idle), reading those that "
             "queued during a step, applying commands, engine steps, handing events to the "

@@ -66,10 +66,14 @@ class Consumed:
 @dataclass(frozen=True)
 class Interim:
     """An interim transcript, and the client audio (bytes from the stream's first) whose arrival
-    made it available (None where a finalize did): the connection times its lag."""
+    made it available (None where a finalize did): the connection times its lag, split at when
+    the scheduler had that chunk (`ready_at`) and when the step's results were out (`done_at`;
+    both `time.perf_counter()`, the clock of the connection's event loop too)."""
 
     transcript: Transcript
     audio_bytes: int | None
+    ready_at: float | None = None
+    done_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class _Stream:
     failed: bool = False  # the stream was ended with StreamClosed; ignore its audio
     fed_bytes: int = 0  # audio given to the engine so far
     consumed_bytes: int = 0  # the last `Consumed` sent
+    ready_at: float | None = None  # when the next chunk became ready (its audio was applied)
 
 
 class Scheduler:
@@ -275,7 +280,8 @@ class Scheduler:
         stream.fed_bytes += len(data)
         self._metrics.audio_seconds.inc(len(data) / (2 * SAMPLE_RATE))
         if stream_id not in self._ready and self.engine.has_chunk(stream_id):
-            self._ready[stream_id] = self._busy_since or time.perf_counter()
+            stream.ready_at = time.perf_counter()
+            self._ready[stream_id] = self._busy_since or stream.ready_at
 
     def _forget(self, stream_id: int) -> None:
         """Drop a stream that is closed or failed from the scheduler's books."""
@@ -310,10 +316,11 @@ class Scheduler:
             for stream_id in list(self._streams):
                 self._fail(stream_id)
             return False
-        info = self.engine.last_step
+        info, done = self.engine.last_step, time.perf_counter()
+        ready_at = {i: getattr(self._streams.get(i), "ready_at", None) for i in info.stream_ids}
         for stream_id in info.stream_ids:  # behind: what is left was ready before this step
             if self._ready.pop(stream_id, None) is not None and self.engine.has_chunk(stream_id):
-                self._ready[stream_id] = started
+                self._ready[stream_id] = self._streams[stream_id].ready_at = started
         if info.batch_size:
             self._metrics.steps.inc()
             self._metrics.batch_size.observe(info.batch_size)
@@ -321,7 +328,7 @@ class Scheduler:
         for result in results:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
-                self._deliver(stream, result)
+                self._deliver(stream, result, ready_at.get(result.stream_id), done)
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
         return info.batch_size > 0
@@ -349,9 +356,12 @@ class Scheduler:
             self.engine.close(stream_id)
         self._metrics.streams_open.set(self.engine.open_streams)
 
-    def _deliver(self, stream: _Stream, result) -> None:
+    def _deliver(
+        self, stream: _Stream, result, ready_at: float | None = None, done_at: float | None = None
+    ) -> None:
         if not result.is_final:
-            self._send(stream, Interim(Transcript(result.text), result.audio_bytes))
+            interim = Interim(Transcript(result.text), result.audio_bytes, ready_at, done_at)
+            self._send(stream, interim)
             self._metrics.transcripts.inc(label="interim")
             return
         self._send(stream, Transcript(result.text, is_final=True, finalize=True))

@@ -48,7 +48,7 @@ from nemotron_speech.server.inference import (
     Interim,
     StreamClosed,
 )
-from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.metrics import LAG_PARTS, ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,24 @@ class _Arrivals:
 @dataclass(frozen=True)
 class _TimedInterim:
     """An interim on its way out, with the loop time its audio arrived (None: a finalize made
-    it): its lag is observed once it is written."""
+    it): its lag is observed once it is written, in all and in parts (`Interim`)."""
 
     transcript: Transcript
     arrived: float | None
+    ready_at: float | None = None
+    done_at: float | None = None
+
+    def observe(self, metrics, sent: float) -> None:
+        """The lag, and its parts: to the scheduler, in it (waiting for and running a step),
+        back (events to this connection, and its send)."""
+        if self.arrived is None:
+            return
+        metrics.interim_lag_seconds.observe(sent - self.arrived)
+        if self.ready_at is None or self.done_at is None:
+            return
+        parts = (self.arrived, self.ready_at, self.done_at, sent)
+        for name, start, end in zip(LAG_PARTS, parts[:-1], parts[1:], strict=True):
+            metrics.interim_lag_parts.observe(end - start, label=name)
 
 
 class Session:
@@ -232,7 +246,8 @@ class Session:
             return
         if isinstance(event, Interim):  # when its audio came, looked up before it is forgotten
             at = None if event.audio_bytes is None else self._arrivals.of(event.audio_bytes)
-            self._outbox.put_nowait(_TimedInterim(event.transcript, at))
+            timed = _TimedInterim(event.transcript, at, event.ready_at, event.done_at)
+            self._outbox.put_nowait(timed)
             return
         if isinstance(event, StreamClosed):  # the engine ended the stream: read nothing more
             self.state = State.CLOSING
@@ -264,12 +279,15 @@ class Session:
                     return
                 if isinstance(event, _TimedInterim):
                     await self.websocket.send(encode(event.transcript))
-                    if event.arrived is not None:
-                        loop = asyncio.get_running_loop()
-                        self._metrics.interim_lag_seconds.observe(loop.time() - event.arrived)
+                    event.observe(self._metrics, asyncio.get_running_loop().time())
                     continue
                 await self.websocket.send(encode(event))
                 if isinstance(event, Transcript) and event.finalize:
                     self._final_sent.set()
         except ConnectionClosed:
             return
+        except Exception:  # a bug here must end the connection, not leave it silent
+            log.exception("stream %s: sending failed; closing with 1011", self._stream_id)
+            self.state = State.CLOSING
+            self._wake_reader.set()
+            await self.websocket.close(CloseCode.INTERNAL_ERROR, "internal error")
