@@ -1,8 +1,9 @@
 """Which batch sizes get CUDA graphs; and, on a CUDA device, the production configuration:
 
-- the CUDA-graph engine (first and later steps with their greedy decode in one graph, shared
-  static buffers, fast_layers) gives the eager fp32 engine's tokens and the sentences at every
-  right context;
+- the CUDA-graph engine (first and later steps, each with its greedy decode in one graph, over
+  fast_layers) gives the eager fp32 engine's tokens and the sentences at every right context;
+- at the full-size architecture, a step's first chunks replayed on their own CUDA stream beside
+  the later chunks give exactly what they give replayed in line;
 - streams joining and leaving a graph engine mid-run (`batching_schedule.py`, shared with the CPU
   test `test_batching_exact.py`), in fp32, bf16 and fp16, at batch sizes that are padded up to
   their bucket (3 in 4, 5 and 6 in 8), report exactly what each reports stepped alone in the same
@@ -81,6 +82,46 @@ def schedule_on_graphs(right_context: int, precision: str):
     return comparison
 
 
+def first_chunks_beside_equal_in_line() -> None:
+    """The full-size architecture (random weights: its products are large enough for cuBLAS to
+    use a workspace, which the tiny model's may not) under many streams joining while others
+    run: with the first-chunk graph on its own CUDA stream, beside the later chunks' graph, every
+    stream reports exactly what it reports with that graph run in line on the caller's stream.
+    Same graphs, same kernels: only running side by side differs (two graphs sharing a cuBLAS
+    workspace corrupted each other this way, where the tiny model's checks passed)."""
+    import copy
+    import tempfile
+
+    from batching_schedule import Plan, run
+
+    from nemotron_speech.asr import AsrEngine
+    from nemotron_speech.asr.audio import load_audio
+    from nemotron_speech.asr.model import configure_decoding
+    from nemotron_speech.testing.make_model import build_full_size
+
+    with tempfile.TemporaryDirectory() as work:
+        model = build_full_size(Path(work)).eval()
+    configure_decoding(model)
+    clips = [load_audio(wav) for wav in WAVS]
+    plans = [Plan(n % len(clips), start=n // 3) for n in range(48)]  # 3 new streams a tick
+    outcomes = []
+    for beside in (True, False):
+        engine = AsrEngine(
+            copy.deepcopy(model).cuda(), right_context=1, precision="bf16", max_graph_batch=64
+        )
+        if not beside:
+            engine._graphed[True]._stream = None  # the same graph, replayed in line
+        engine.warmup()
+        outcomes.append(run(engine, clips, plans))
+    assert any(len(calls) > 1 for calls in outcomes[0].calls), "no step ran two model calls"
+    assert outcomes[0].reports == outcomes[1].reports
+
+
+@needs_cuda
+def test_first_chunks_beside_equal_in_line():
+    first_chunks_beside_equal_in_line()
+
+
 @needs_cuda
 @pytest.mark.parametrize("precision", SCHEDULE_PRECISIONS)
 @pytest.mark.parametrize("right_context", SCHEDULE_RIGHT_CONTEXTS, ids=lambda r: f"R{r}")
@@ -110,6 +151,7 @@ def main(only: list[str]) -> int:
         for r in SCHEDULE_RIGHT_CONTEXTS
         for p in SCHEDULE_PRECISIONS
     ]
+    checks += [("first chunks beside == in line, full size", first_chunks_beside_equal_in_line, ())]
     checks = [check for check in checks if not only or any(w in check[0] for w in only)]
     if not checks:
         print(f"FAIL: no check's name holds any of {only}")

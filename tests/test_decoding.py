@@ -3,15 +3,20 @@
 The engine's CUDA graphs run every round (`stop_early=False`); eager steps stop a frame's rounds
 once no stream searches. Both must give NeMo's tokens and leave NeMo's decoder state, for
 streams of different lengths, from a carried-over state, and where a frame hits `max_symbols`
-(which random encoder output with the blank logit pushed down makes every frame do).
+(which random encoder output with the blank logit pushed down makes every frame do). Decoding
+configurations it does not run (word boosting, no bound per frame) are refused, not ignored.
 """
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from omegaconf import open_dict
 
 from nemotron_speech.asr.decoding import SlotGreedyDecoder
+from nemotron_speech.asr.errors import ModelLoadError
 from nemotron_speech.asr.model import load_nemo_model
 from nemotron_speech.asr.slots import SlotStore
 
@@ -61,7 +66,7 @@ def test_lock_step_decode_equals_nemo(model, blank_push, stop_early):
     generator = torch.Generator().manual_seed(7)
     batch, frames = 6, 4
     encoded = torch.randn(batch, model.cfg.encoder.d_model, frames, generator=generator)
-    lengths = torch.tensor([4, 4, 3, 2, 1, 4])
+    lengths = torch.tensor([4, 4, 3, 2, 1, 0])
     state = _start_state(decoder, model, batch, generator)
     bias = model.joint.joint_net[-1].bias
     saved = bias[decoder.blank].item()
@@ -78,3 +83,41 @@ def test_lock_step_decode_equals_nemo(model, blank_push, stop_early):
         assert counts == [decoder.max_symbols * length for length in lengths.tolist()]
     for ours, theirs in zip(state, expected_state, strict=True):
         assert torch.equal(ours, theirs)
+
+
+@torch.inference_mode()
+def test_two_calls_carry_the_state_as_one_call_over_both(model):
+    """A stream's frames decoded in two steps give the tokens and state of one NeMo call."""
+    decoder = SlotGreedyDecoder(model, SlotStore(torch.device("cpu")))
+    generator = torch.Generator().manual_seed(11)
+    encoded = torch.randn(3, model.cfg.encoder.d_model, 6, generator=generator)
+    lengths = torch.tensor([6, 6, 6])
+    state = _start_state(decoder, model, 3, generator)
+    expected_tokens, expected_state = _nemo(model, encoded, lengths, [t.clone() for t in state])
+    halves = (encoded[:, :, :3], encoded[:, :, 3:])
+    labels = [decoder.decode(half, torch.tensor([3, 3, 3]), state) for half in halves]
+    tokens = [a + b for a, b in zip(*map(decoder.tokens, labels), strict=True)]
+    assert tokens == expected_tokens and any(tokens)
+    for ours, theirs in zip(state, expected_state, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"max_symbols": None, "max_symbols_per_step": None}, "no bound"),
+        (
+            {"boosting_tree": {"key_phrases_list": ["the"], "context_score": 5.0}},
+            "word boosting",
+        ),
+    ],
+    ids=("no-bound-per-frame", "word-boosting"),
+)
+def test_decoding_it_does_not_run_is_refused(asr_model_path, setting, message):
+    fresh = load_nemo_model(asr_model_path)
+    config = copy.deepcopy(fresh.cfg.decoding)
+    with open_dict(config):
+        config.greedy.update(setting)
+    fresh.change_decoding_strategy(config, verbose=False)
+    with pytest.raises(ModelLoadError, match=message):
+        SlotGreedyDecoder(fresh, SlotStore(torch.device("cpu")))

@@ -17,7 +17,8 @@ from nemotron_speech.asr.errors import (
 )
 
 if TYPE_CHECKING:
-    from nemotron_speech.asr.engine import AsrEngine, StepInfo, StreamTranscript
+    from nemotron_speech.asr.engine import AsrEngine
+    from nemotron_speech.asr.reports import StepInfo, StreamTranscript
 
 _ENGINE_NAMES = ("AsrEngine", "StepInfo", "StreamTranscript")
 

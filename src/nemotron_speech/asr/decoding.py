@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nemotron_speech.asr.errors import ModelLoadError
 from nemotron_speech.asr.slots import SlotStore
 
 DECODER_STATE = ("lstm_hidden", "lstm_cell", "predictor_output")
@@ -28,8 +29,7 @@ class SlotGreedyDecoder:
 
     def __init__(self, model, store: SlotStore):
         computer = model.decoding.decoding.decoding_computer
-        if computer.max_symbols is None:
-            raise ValueError("greedy decoding needs a finite max_symbols per frame")
+        _check_supported(model, computer)
         self.max_symbols = int(computer.max_symbols)
         self.blank = int(model.decoder.blank_idx)
         self._decoding = model.decoding
@@ -92,7 +92,13 @@ class SlotGreedyDecoder:
         output.copy_(prediction)
         return labels
 
-    def _predict(self, label, lstm, prediction, emitted):
+    def _predict(
+        self,
+        label: torch.Tensor,
+        lstm: tuple[torch.Tensor, torch.Tensor],
+        prediction: torch.Tensor,
+        emitted: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The prediction network fed `label`, kept only for the streams that `emitted` it."""
         batch = label.shape[0]
         new_output, new_lstm, *_ = self._predictor.predict(
@@ -115,3 +121,21 @@ class SlotGreedyDecoder:
     def text(self, token_ids: list[int]) -> str:
         """Text of a stream's tokens, exactly as NeMo's decoding renders a hypothesis."""
         return self._decoding.decode_tokens_to_str_with_strip_punctuation(token_ids).strip()
+
+
+def _check_supported(model, computer) -> None:
+    """Refuse decoding configurations this decode does not run, rather than ignore them: it
+    applies NeMo's plain greedy rule only (NeMo's computer would fuse the others in)."""
+    greedy = "the model's decoding config (decoding.greedy)"
+    if getattr(model.decoding, "_is_tdt", False):
+        raise ModelLoadError("TDT models are not supported: the engine decodes RNNT transducers")
+    if computer.max_symbols is None:
+        raise ModelLoadError(
+            f"{greedy} sets no bound of labels per frame; streaming needs one (NeMo's default "
+            "is 10): set max_symbols_per_step (or max_symbols)"
+        )
+    if computer.has_fusion_models() or getattr(computer, "per_stream_biasing_enabled", False):
+        raise ModelLoadError(
+            f"{greedy} fuses a language model or word boosting (ngram_lm_model, boosting_tree "
+            "or per-stream biasing), which the streaming engine does not apply: set them to null"
+        )

@@ -2,8 +2,8 @@
 
 The engine is synchronous and not thread-safe: one thread owns it (the server's inference thread,
 or the caller of the in-process STT service). `feed()` only buffers audio; `step()` runs every
-stream that has a full chunk as one batched model call (two when some streams take their first
-step, whose input shape differs) and reports what changed.
+stream that has a full chunk as one batched model call (more when some streams take their first
+step, whose input shape differs: on a GPU those run beside the others) and reports what changed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from nemotron_speech.asr.model import (
     streaming_preprocessor,
     supported_right_contexts,
 )
+from nemotron_speech.asr.reports import StepInfo, StreamTranscript
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore, add_encoder_caches
 from nemotron_speech.asr.stream import StreamState
 from nemotron_speech.protocol import SAMPLE_RATE
@@ -36,36 +36,7 @@ from nemotron_speech.protocol import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StreamTranscript:
-    """A stream's text: an interim whenever it changed, or the final text of an utterance."""
-
-    stream_id: int
-    text: str
-    is_final: bool
-    token_ids: tuple[int, ...] = ()  # set on finals: the utterance's exact token ids
-    # set on interims of full chunks: the client audio (bytes) whose arrival made the text
-    # available (`StreamState.advance`), so a server can time it
-    audio_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What one `step()` did, for metrics."""
-
-    batch_size: int
-    model_calls: int
-    seconds: float
-    stream_ids: tuple[int, ...] = ()  # the streams that ran a chunk
-
-
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def first_chunk_bucket(max_batch: int) -> int:
-    """The largest first-chunk graph: a step's first chunks are the streams that just began an
-    utterance, a few; more run in several replays."""
-    return max(1, max_batch // 4)
 
 
 class AsrEngine:
@@ -74,9 +45,10 @@ class AsrEngine:
     `precision` casts the encoder (decoder and joint stay fp32); `cuda_graphs` replays first and
     later steps from CUDA graphs (default: on when the model is on a GPU); `fast_layers` runs the
     encoder's attention and convolution through `fast_layers`' streaming versions (same function,
-    other kernels; default: with `cuda_graphs`). In fp32 without graphs and fast layers the engine
-    runs exactly NeMo's `conformer_stream_step` computation, the exactness reference. The engine
-    owns its model: it casts and swaps the encoder's modules in place.
+    other kernels; default: with `cuda_graphs`). In fp32 without graphs and fast layers the
+    engine runs exactly the encoder computation of NeMo's `conformer_stream_step`, and NeMo's
+    greedy rule on its joint and prediction network (`decoding`): the exactness reference. The
+    engine owns its model: it casts and swaps the encoder's modules in place.
     """
 
     def __init__(
@@ -117,7 +89,7 @@ class AsrEngine:
 
     def _graphed_steps(self, max_batch: int) -> dict:
         """CUDA-graph steps for later chunks and for first chunks (keyed by `is_first`)."""
-        from nemotron_speech.asr.graphs import GraphedStep
+        from nemotron_speech.asr.graphs import GraphedStep, first_step_bucket
 
         geometry = self.geometry
         common = {
@@ -134,7 +106,7 @@ class AsrEngine:
         )
         # first chunks run beside the later ones, on a stream and static rows of their own: a
         # step's few first chunks would otherwise add a small, launch-bound replay to its time
-        common["max_bucket"] = first_chunk_bucket(max_batch)
+        common["max_bucket"] = first_step_bucket(max_batch)
         first = GraphedStep(
             frames=geometry.first_chunk, drop=0, stream=torch.cuda.Stream(self.device), **common
         )
@@ -279,9 +251,11 @@ class AsrEngine:
             features = self._compute_features(ready, counts)
             # every group is launched before any is read: the device runs them back to back
             # (first chunks beside later ones), while the host moves the streams on
-            labels = [self._run(ready, counts, features, rows) for rows in groups]
-            for graphed in self._graphed.values():
-                graphed.join()
+            try:
+                labels = [self._run(ready, counts, features, rows) for rows in groups]
+            finally:  # whatever ran beside is waited for, even after a failure
+                for graphed in self._graphed.values():
+                    graphed.join()
             for stream, count in zip(ready, counts, strict=True):
                 stream.advance(count)
             for rows, group_labels in zip(groups, labels, strict=True):

@@ -7,11 +7,13 @@ bucket. Later steps (`pre_encode_cache + chunk` frames, fixed drop) and first st
 (`first_chunk` frames, no drop) get one instance each. The decode is in the same graph: its
 rounds are a fixed set of operations (`decoding`), so a step is one replay and one read of labels.
 
-Every bucket's graph reads its inputs from, and writes the streams' next state (encoder caches
-and decoder state) back into, the leading rows of one set of static tensors sized for the
-largest bucket (shared by both instances): a batch's state is gathered from slot storage
+Every bucket's graph of an instance reads its inputs from, and writes the streams' next state
+(encoder caches and decoder state) back into, the leading rows of the instance's one set of
+static tensors, sized for its largest bucket: a batch's state is gathered from slot storage
 straight into them and scattered back from them, and no bucket holds state buffers of its own
-(they would add up to twice the largest batch's caches).
+(they would add up to twice the largest batch's caches). The first-step instance has a smaller
+largest bucket and its own set, since it may run on a CUDA stream of its own (`stream`), beside
+the later-step instance: its static rows add a quarter of the later ones' memory.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from nemotron_speech.asr.decoding import DECODER_STATE, SlotGreedyDecoder
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore
 
 STATE = ENCODER_CACHES + DECODER_STATE  # a stream's state that a step reads and replaces
+
+
+def first_step_bucket(max_batch: int) -> int:
+    """The largest first-step graph: a step's first chunks are the streams just opened or
+    reset, a few (each utterance, where a client resets after each); more run in several
+    replays."""
+    return max(1, max_batch // 4)
 
 
 def graph_buckets(max_bucket: int) -> list[int]:
@@ -61,11 +70,9 @@ class GraphedStep:
         frames: int,
         drop: int,
         max_bucket: int = 1024,
-        shared: GraphedStep | None = None,
         stream: torch.cuda.Stream | None = None,
     ):
-        """`shared`: another instance (same `max_bucket`) whose static state to share;
-        `stream`: run on this CUDA stream, beside the caller's (`join` before reading)."""
+        """`stream`: run on this CUDA stream, beside the caller's (`join` before reading)."""
         self._encoder = encoder
         self._decoder = decoder
         self._slots = slots
@@ -74,10 +81,7 @@ class GraphedStep:
         self._buckets = graph_buckets(max_bucket)
         dtype = next(encoder.parameters()).dtype
         device = next(encoder.parameters()).device
-        if shared is None:
-            state, dims = slots.fresh(STATE, self.max_batch)
-        else:
-            state, dims = shared._static.state, shared._static.dims
+        state, dims = slots.fresh(STATE, self.max_batch)
         self._static = _Static(
             signal=torch.zeros(self.max_batch, features, frames, dtype=dtype, device=device),
             lengths=torch.full((self.max_batch,), frames, dtype=torch.long, device=device),
@@ -87,9 +91,11 @@ class GraphedStep:
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle()
         self._stream = stream
-        # captured on a stream of its own: cuBLAS keeps a workspace per stream, and a graph
-        # replays the one it was captured with (two graphs captured on torch's shared capture
-        # stream would share one, and corrupt each other when they run side by side)
+        # captured (and warmed up) on a stream of its own: cuBLAS keeps a workspace per stream,
+        # and a graph replays the one it was captured with (two graphs captured on torch's
+        # shared capture stream would share one, and corrupt each other side by side). torch
+        # hands out streams from a pool of 32, round robin: the engine draws its instances'
+        # streams one after the other, so they differ.
         self._capture_stream = torch.cuda.Stream(device)
 
     @property
@@ -102,11 +108,14 @@ class GraphedStep:
         replay one bucket twice before it reads them)."""
         if self._stream is None:
             return self._replay(signal, lengths, slots)
-        self._stream.wait_stream(torch.cuda.current_stream(signal.device))
+        caller = torch.cuda.current_stream(signal.device)
+        self._stream.wait_stream(caller)
         for tensor in (signal, lengths, slots):  # the caller's memory, read on our stream
             tensor.record_stream(self._stream)
         with torch.cuda.stream(self._stream):
-            return self._replay(signal, lengths, slots)
+            labels = self._replay(signal, lengths, slots)
+        labels.record_stream(caller)  # our memory, read on the caller's stream after `join`
+        return labels
 
     def join(self) -> None:
         """Make the caller's stream wait for what this instance's stream has run."""
@@ -151,7 +160,7 @@ class GraphedStep:
                 cache.copy_(next_cache)  # after every layer has read the old caches
             return self._decoder.decode(encoded.float(), encoded_len, decoder_state)
 
-        side = torch.cuda.Stream(signal.device)
+        side = self._capture_stream
         side.wait_stream(torch.cuda.current_stream(signal.device))
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(2):  # lazy buffers (positional encodings, workspaces) before capture
