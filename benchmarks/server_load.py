@@ -44,326 +44,87 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import tempfile
-import time
-import wave
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import numpy as np
+from benchmarks.common import RESULTS, ROOT, TINY_MODEL, cpu_model, write_result
+from benchmarks.load_clients import Utterance, calibrate, load_utterances
+from benchmarks.load_rows import print_row, run_level
+from benchmarks.server_profile import py_spy
+from nemotron_speech.server.__main__ import build_parser
+from nemotron_speech.server.launcher import AsrServerProcess, start_server
 
-from benchmarks.common import (
-    RESULTS,
-    ROOT,
-    SPEECH,
-    TINY_MODEL,
-    GpuSampler,
-    cpu_model,
-    percentile,
-    process_tree_cpu_seconds,
-    write_result,
-)
-from benchmarks.random_weights import emission, invalid_note
-from benchmarks.server_profile import ServerProfiler, print_summary, py_spy
-from nemotron_speech.client import AsrClient
-from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
-from nemotron_speech.server.launcher import AsrServerProcess, read_metrics, start_server
-from nemotron_speech.server.metrics import LAG_BUCKETS, SCHEDULER_ACTIVITIES
-
-PACKET_S = 0.02
-PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
+# Server options set here unless the command line sets them (it comes after, so it wins): R stated
+# (the in-process engine and the JSON need the number; the server's default is the model's), and
+# room for thousands of streams and 1 MiB frames.
+SERVER_DEFAULTS = (
+    "--right-context", "1", "--max-streams", "4096", "--max-message-bytes", "1048576",
+)  # fmt: skip
+LAUNCHER_OPTIONS = ("host", "port", "port_file")  # a free port of 127.0.0.1, found via its file
 
 
-@dataclass
-class Utterance:
-    audio: bytes
-    text: str
-    available_after: dict[str, int] = field(default_factory=dict)  # interim -> packet index
-    final: str = ""  # the final of this sentence streamed alone (calibration)
-    tokens: int = 0  # ... and its token count, from an in-process engine of the same kind
-    solo_final: str = ""  # ... and that engine's final (must equal `final`)
-
-    @property
-    def samples(self) -> np.ndarray:
-        return np.frombuffer(self.audio, "<i2").astype(np.float32) / 32768
-
-
-def load_utterances() -> list[Utterance]:
-    from nemotron_speech.testing.sentences import SENTENCES
-
-    utterances = []
-    for path in SPEECH:
-        with wave.open(str(path), "rb") as wav:
-            audio = wav.readframes(wav.getnframes())
-        utterances.append(Utterance(audio, SENTENCES[int(path.stem)]))
-    return utterances
-
-
-class ClientStats:
-    def __init__(self) -> None:
-        self.lag: list[float] = []
-        self.exact_lag: list[float] = []  # of sentences whose final equals the solo run's
-        self.finalize: list[float] = []
-        self.exact = 0
-        self.finals = 0
-        self.errors: list[str] = []
-        self.interims = 0
-        self.unmatched = 0  # interims whose text the calibration pass never saw
-        self.tokens = 0  # of the finalized sentences, streamed alone
-        self.samples = 0
-
-
-async def calibrate(url: str, token: str | None, utterances: list[Utterance]) -> None:
-    """Learn, for each sentence, after which 20 ms packet each interim text becomes available:
-    stream it alone with a flush after every packet (the answer covers all complete chunks
-    received). Under load the same texts arrive later; the difference is the lag."""
-    async with AsrClient.connect(url, token=token) as client:
-        for utterance in utterances:
-            for index, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
-                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
-                await client.flush()
-                event = await client.recv()
-                while not (isinstance(event, Transcript) and event.is_final):
-                    event = await client.recv()
-                if event.text:
-                    utterance.available_after.setdefault(event.text, index)
-            await client.end()
-            event = await client.recv()
-            while not (isinstance(event, Transcript) and event.finalize):
-                event = await client.recv()
-            utterance.final = event.text
-
-
-async def run_client(
-    url: str,
-    token: str | None,
-    utterances: list[Utterance],
-    first: int,
-    deadline: float,
-    delay: float,
-    stats: ClientStats,
-    request: str = "end",
-) -> None:
-    """Stream sentences at real time until `deadline`, each ended by `request` (`end`: a
-    reset; `finalize`: context kept); time every interim and final."""
-    await asyncio.sleep(delay)
-    client = await AsrClient.connect(url, token=token)
-    final = asyncio.Event()
-    sent_at: list[float] = []  # send time of each packet of the current sentence
-    lag: list[float] = []  # of the current sentence's interims
-    current = {"utterance": utterances[0], "end_sent": 0.0}
-
-    async def receive() -> None:
-        async for event in client:
-            now = time.perf_counter()
-            utterance = current["utterance"]
-            if not isinstance(event, Transcript):
-                stats.errors.append(event.message)
-            elif not event.is_final:
-                stats.interims += 1
-                packet = utterance.available_after.get(event.text)
-                stats.unmatched += packet is None
-                if packet is not None and packet < len(sent_at):
-                    lag.append(now - sent_at[packet])
-            elif event.finalize:
-                stats.finalize.append(now - current["end_sent"])
-                stats.finals += 1
-                stats.exact += event.text == utterance.final
-                stats.lag += lag
-                stats.exact_lag += lag if event.text == utterance.final else []
-                stats.tokens += utterance.tokens
-                stats.samples += len(utterance.audio) // 2
-                final.set()
-
-    receiver = asyncio.create_task(receive())
-    index = first
-    async with client:
-        while time.perf_counter() < deadline:
-            current["utterance"] = utterance = utterances[index % len(utterances)]
-            index += 1
-            sent_at.clear()
-            lag.clear()
-            start = time.perf_counter()
-            for k, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
-                await asyncio.sleep(max(0.0, start + k * PACKET_S - time.perf_counter()))
-                sent_at.append(time.perf_counter())
-                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
-            final.clear()
-            current["end_sent"] = time.perf_counter()
-            await getattr(client, request)()
-            await asyncio.wait_for(final.wait(), 30)
-    receiver.cancel()
-
-
-def cpu_seconds(pid: int | None) -> tuple[dict[int, float], float]:
-    """CPU seconds of the server and each of its descendants, and of its main thread (a
-    one-process server's event loop)."""
-    return ({}, float("nan")) if pid is None else process_tree_cpu_seconds(pid)
-
-
-def cpu_percent(before: tuple, after: tuple, wall: float) -> dict:
-    """The server's CPU over `wall` seconds: in all, per process (busiest first: an engine
-    process or a front at 100 % is the bound), and its main thread's."""
-    per_process = sorted(
-        (100 * (after[0][p] - before[0][p]) / wall for p in after[0] if p in before[0]),
-        reverse=True,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This benchmark's own options; any other is the server's, checked by the server's own parser
+    and passed on to the server started here, so a server option added later needs no change
+    here. The server's values join the namespace: the in-process engine and the JSON read them."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other option is the server's (python -m nemotron_speech.server --help: "
+        "--device, --precision, --workers, --engine-process, --engine-processes, "
+        "--batch-wait-ms, ...), passed to the server started here; the in-process engine "
+        "follows its --device, --precision, --right-context and CUDA graphs. Set here unless "
+        f"given: {' '.join(SERVER_DEFAULTS)}.",
     )
-    total = 100 * (sum(after[0].values()) - sum(before[0].values())) / wall if after[0] else None
-    return {
-        "server_cpu_percent": None if total is None else round(total, 1),
-        "process_cpu_percent": [round(x, 1) for x in per_process],
-        "event_loop_cpu_percent": round(100 * (after[1] - before[1]) / wall, 1),
-    }
-
-
-def client_group(
-    url: str,
-    token: str | None,
-    utterances: list[Utterance],
-    members: list[int],
-    n: int,
-    seconds: float,
-    request: str,
-) -> list[ClientStats]:
-    """Run clients `members` (of `n`) for `seconds` in this process's own event loop."""
-
-    async def run() -> list[ClientStats]:
-        deadline = time.perf_counter() + seconds
-        stats = [ClientStats() for _ in members]
-        await asyncio.gather(*(
-            run_client(url, token, utterances, i, deadline, (i / n) * 0.16, stat, request)
-            for i, stat in zip(members, stats, strict=True)
-        ))  # fmt: skip
-        return stats
-
-    return asyncio.run(run())
-
-
-def run_level(args, url: str, n: int, pid: int | None, utterances) -> dict:
-    """N clients, spread over --client-processes client processes (one event loop each)."""
-    token, seconds, request = args.token, args.seconds, args.final_request
-    before, cpu_before, started = read_metrics(url), cpu_seconds(pid), time.perf_counter()
-    own_before = sum(os.times()[:4])  # this process and its finished children
-    groups = [
-        list(range(k, n, args.client_processes)) for k in range(min(args.client_processes, n))
-    ]
-    profiler = profile_row(args, url, pid, n)
-    if profiler:
-        profiler.start()
-    with GpuSampler(gpu_index(args.device)) as gpu:
-        if len(groups) == 1:
-            stats = client_group(url, token, utterances, groups[0], n, seconds, request)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
-                futures = [
-                    pool.submit(client_group, url, token, utterances, g, n, seconds, request)
-                    for g in groups
-                ]
-                stats = [stat for future in futures for stat in future.result()]
-    wall = time.perf_counter() - started
-    after, cpu_after, own_after = read_metrics(url), cpu_seconds(pid), sum(os.times()[:4])
-    if profiler:  # after the row's figures: a profile that outlasts the clients must not count
-        profiler.join()
-    steps = after["asr_steps_total"] - before["asr_steps_total"]
-    batch = after["asr_step_batch_size_sum"] - before["asr_step_batch_size_sum"]
-    step_s = after["asr_step_seconds_sum"] - before["asr_step_seconds_sum"]
-    lag = [x for s in stats for x in s.lag]
-    exact_lag = [x for s in stats for x in s.exact_lag]
-    finalize = [x for s in stats for x in s.finalize]
-    cpu = cpu_percent(cpu_before, cpu_after, wall)
-    tokens, samples = sum(s.tokens for s in stats), sum(s.samples for s in stats)
-    return {
-        "clients": n,
-        "client_processes": len(groups),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "seconds": round(wall, 2),
-        "lag_ms": percentiles(lag),
-        "exact_lag_ms": percentiles(exact_lag),
-        "server_lag": server_lag(before, after),
-        "final_request": request,
-        "finalize_ms": percentiles(finalize),
-        "finals": sum(s.finals for s in stats),
-        "exact": sum(s.exact for s in stats),
-        "errors": sum(len(s.errors) for s in stats),
-        "interims": sum(s.interims for s in stats),
-        "unmatched_interims": sum(s.unmatched for s in stats),
-        **emission(tokens, samples, args.full_size),
-        **cpu,
-        "server_cpu_percent_per_stream": (
-            None if cpu["server_cpu_percent"] is None else round(cpu["server_cpu_percent"] / n, 3)
-        ),
-        "client_cpu_percent": round(100 * (own_after - own_before) / wall, 1),
-        "scheduler_seconds_per_s": {
-            activity: round((after[key] - before[key]) / wall, 3)
-            for activity in SCHEDULER_ACTIVITIES
-            if (key := f'asr_scheduler_seconds_total{{activity="{activity}"}}') in after
-        },
-        "steps_per_s": round(steps / wall, 1),
-        "mean_batch": round(batch / steps, 2) if steps else 0.0,
-        "mean_step_ms": round(1000 * step_s / steps, 2) if steps else 0.0,
-        "gpu": gpu.summary() if args.device.startswith("cuda") else None,
-        "profile": profiler.summary() if profiler else None,
-    }
-
-
-def profile_row(args, url: str, pid: int | None, n: int) -> ServerProfiler | None:
-    """With --profile-seconds, py-spy on the server's busiest process once all N are in."""
-    if not args.profile_seconds or pid is None:
-        return None
-    path = args.out.with_name(f"{args.out.stem}-n{n}-profile.txt")
-    return ServerProfiler(url, pid, n, args.profile_seconds, args.seconds, path)
-
-
-def server_lag(before: dict, after: dict) -> dict:
-    """The server's own interim lag (`asr_interim_lag_seconds`: the audio frame that made a
-    chunk ready arrived -> its interim sent): no text matching, so random weights cannot skew
-    it. From the histogram's buckets: the share within 100 ms and bounds on p50 and p99."""
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    count = delta("asr_interim_lag_seconds_count")
-    if not count:
-        return {"n": 0}
-    cumulative = {
-        bound: delta(f'asr_interim_lag_seconds_bucket{{le="{bound}"}}') / count
-        for bound in map(str, LAG_BUCKETS)
-    }
-    at_most = {
-        q: next((float(b) * 1000 for b, share in cumulative.items() if share >= q), None)
-        for q in (0.5, 0.99)
-    }
-    return {
-        "n": int(count),
-        "mean_ms": round(1000 * delta("asr_interim_lag_seconds_sum") / count, 1),
-        "within_100_ms": round(cumulative["0.1"], 4),
-        "p50_at_most_ms": at_most[0.5],
-        "p99_at_most_ms": at_most[0.99],
-    }
-
-
-def gpu_index(device: str) -> int:
-    return int(device.split(":")[1]) if ":" in device else 0
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    """Milliseconds of `values` (seconds); None (JSON null) for none."""
-    if not values:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    return {
-        "p50": round(1000 * percentile(values, 50), 1),
-        "p99": round(1000 * percentile(values, 99), 1),
-        "max": round(1000 * max(values), 1),
-        "n": len(values),
-    }
+    parser.add_argument("--url", help="use a running server instead of starting one")
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--model", type=Path, default=TINY_MODEL)
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per N")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="spread the clients over K processes"
+    )
+    parser.add_argument(
+        "--full-size", action="store_true",
+        help="serve the ~0.6 B architecture with random weights (built, calibrated, saved first)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--final-request", default="end", choices=("end", "finalize"),
+        help="what ends each sentence: end (a reset) or finalize (context kept)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-seconds", type=int, default=0,
+        help="py-spy the server's busiest process this long in each row (see server_profile)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None)
+    args, server_argv = parser.parse_known_args(argv)
+    server_parser = build_parser()
+    server_parser.exit_on_error = False  # a bad server option is this command's error
+    args.server_argv = [*SERVER_DEFAULTS, *server_argv]
+    try:
+        server, unknown = server_parser.parse_known_args(args.server_argv)
+    except argparse.ArgumentError as exc:
+        parser.error(str(exc))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if any(getattr(server, k) != server_parser.get_default(k) for k in LAUNCHER_OPTIONS):
+        parser.error(
+            "the server is started on a free port of 127.0.0.1: drop --host, --port and "
+            "--port-file, or pass --url of a server you started"
+        )
+    vars(args).update((k, v) for k, v in vars(server).items() if k != "model")  # --model: ours
+    args.out = args.out or RESULTS / f"server-load-{args.device}.json"
+    if args.profile_seconds:
+        if args.url:
+            parser.error("--profile-seconds profiles a server it starts; drop --url")
+        if not 1 <= args.profile_seconds < args.seconds:
+            parser.error("--profile-seconds must be at least 1 and less than --seconds")
+        py_spy()  # exits with how to install it, before any model is built
+    return args
 
 
 def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
@@ -387,7 +148,7 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
         model,
         right_context=args.right_context,
         precision=args.precision,
-        cuda_graphs=args.device.startswith("cuda"),
+        cuda_graphs=args.cuda_graphs and args.device.startswith("cuda"),
         max_graph_batch=1,  # one stream at a time
     )
     if args.full_size:
@@ -413,57 +174,14 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
 
 def serve(args) -> AsrServerProcess:
     """The server on a free port, its log on this process's stderr."""
-    workers = ("--workers", str(args.workers)) if args.workers != 1 else ()
-    workers += ("--engine-process",) if args.engine_process else ()
-    workers += ("--engine-processes", str(args.engine_processes))
     return start_server(
-        "--right-context", str(args.right_context), "--device", args.device,
-        "--max-streams", "4096", "--max-message-bytes", str(2**20),
-        "--batch-wait-ms", str(args.batch_wait_ms), "--precision", args.precision, *workers,
-        model=args.model, timeout=1800,
+        *args.server_argv, model=args.model, timeout=1800,
         extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="use a running server instead of starting one")
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--model", type=Path, default=TINY_MODEL)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--right-context", type=int, default=1)
-    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="server option")
-    parser.add_argument("--precision", default="fp32", help="server option: fp32, bf16, fp16")
-    parser.add_argument("--workers", type=int, default=1, help="server option: processes")
-    parser.add_argument("--engine-process", action="store_true", help="server option")
-    parser.add_argument("--engine-processes", type=int, default=1, help="server option")
-    parser.add_argument("--clients", default="1,8,32", help="comma-separated N values")
-    parser.add_argument("--seconds", type=float, default=20.0, help="per N")
-    parser.add_argument(
-        "--client-processes", type=int, default=1, help="spread the clients over K processes"
-    )
-    parser.add_argument(
-        "--full-size", action="store_true",
-        help="serve the ~0.6 B architecture with random weights (built, calibrated, saved first)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--final-request", default="end", choices=("end", "finalize"),
-        help="what ends each sentence: end (a reset) or finalize (context kept)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--profile-seconds", type=int, default=0,
-        help="py-spy the server's busiest process this long in each row (see server_profile)",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    args.out = args.out or RESULTS / f"server-load-{args.device}.json"
-    if args.profile_seconds:
-        if args.url:
-            parser.error("--profile-seconds profiles a server it starts; drop --url")
-        if not 1 <= args.profile_seconds < args.seconds:
-            parser.error("--profile-seconds must be at least 1 and less than --seconds")
-        py_spy()  # exits with how to install it, before any model is built
-
+    args = parse_args()
     work = tempfile.TemporaryDirectory()
     utterances = load_utterances()
     solo_runs(args, Path(work.name), utterances)
@@ -511,46 +229,6 @@ def main() -> None:
         "rows": rows,
     }
     write_result(args.out, result)
-
-
-def print_row(row: dict, header: bool) -> None:
-    if header:
-        print(
-            "| N | lag p50 / p99 ms | exact sentences' lag | finalize p50 / p99 ms "
-            "| exact finals | errors "
-            "| tokens/frame | valid | server CPU % (busiest process) | per stream | client CPU % "
-            "| GPU % | steps/s | mean batch | mean step ms |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    lag, fin, gpu = row["lag_ms"], row["finalize_ms"], row["gpu"] or {}
-    cells = [
-        row["clients"],
-        f"{lag['p50']} / {lag['p99']}" if lag["n"] else f"none ({row['interims']} interims)",
-        f"{row['exact_lag_ms']['p50']} / {row['exact_lag_ms']['p99']}",
-        f"{fin['p50']} / {fin['p99']}", f"{row['exact']}/{row['finals']}", row["errors"],
-        row["tokens_per_frame"], "yes" if row["valid"] else "NO",
-        f"{row['server_cpu_percent']} ({max(row['process_cpu_percent'], default='-')})",
-        row["server_cpu_percent_per_stream"], row["client_cpu_percent"],
-        gpu.get("utilization_percent_mean", "-"),
-        row["steps_per_s"], row["mean_batch"], row["mean_step_ms"],
-    ]  # fmt: skip
-    print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
-    if (lag := row["server_lag"])["n"]:
-        print(
-            f"server's interim lag: {lag['within_100_ms']:.1%} within 100 ms, mean "
-            f"{lag['mean_ms']} ms, p50 <= {lag['p50_at_most_ms']} ms, p99 <= "
-            f"{lag['p99_at_most_ms']} ms ({lag['n']} interims)"
-        )
-    if busy := row["scheduler_seconds_per_s"]:
-        print("scheduler seconds per second (all engine processes): " + ", ".join(
-            f"{activity} {seconds}" for activity, seconds in busy.items()
-        ))  # fmt: skip
-    if row["profile"]:
-        print_summary(row["profile"])
-    if row["unmatched_interims"]:
-        print(f"{row['unmatched_interims']} interims had a text the calibration pass never saw")
-    if not row["valid"]:
-        print(invalid_note(row), flush=True)
 
 
 if __name__ == "__main__":
