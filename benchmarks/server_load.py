@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import platform
 import shutil
@@ -52,6 +53,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+import nemotron_speech
 from benchmarks.common import RESULTS, ROOT, TINY_MODEL, cpu_model, write_result
 from benchmarks.load_clients import Utterance, calibrate, load_utterances
 from benchmarks.load_rows import print_row, run_level
@@ -223,12 +225,23 @@ def main() -> None:
         "engine_process": args.engine_process or args.engine_processes > 1,
         "engine_processes": args.engine_processes,
         "command": " ".join(sys.argv),
+        "code": code_identity(),
         "solo_tokens": [u.tokens for u in utterances],
         "server_finals_differing_from_engine": differ,
         "valid": all(row["valid"] for row in rows),
         "rows": rows,
     }
     write_result(args.out, result)
+
+
+def code_identity() -> dict:
+    """Which nemotron_speech ran: where it was imported from and a hash of its sources (a copy
+    on a GPU machine has no git history; hash a checkout's `src/nemotron_speech` to compare)."""
+    package = Path(nemotron_speech.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return {"package": str(package), "sources_sha256": digest.hexdigest()}
 
 
 if __name__ == "__main__":
