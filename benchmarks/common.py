@@ -1,6 +1,6 @@
-"""What the benchmarks share: where the test assets are, the machine's name, the one percentile
-definition every table in docs/benchmarks.md is computed with, and the CPU and GPU use of a
-process tree."""
+"""What the benchmarks share: where the test assets are, their speech, the machine's name, the one
+percentile definition every table in docs/benchmarks.md is computed with, and the CPU and GPU use
+of a process tree."""
 
 from __future__ import annotations
 
@@ -13,12 +13,27 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from nemotron_speech.evaluation.metrics import percentile as _percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TINY_MODEL = ROOT / "tests" / "assets" / "asr" / "tiny-asr.nemo"
 SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].wav"))
+
+
+def speech_audio() -> np.ndarray:
+    """The test sentences one after another (float32, ~58 s): what the engine benchmark's
+    streams read and its random weights are calibrated on (server_load sends them one by one)."""
+    import soundfile
+
+    if not SPEECH:
+        raise FileNotFoundError(
+            f"no test speech in {ROOT / 'tests' / 'assets' / 'asr' / 'speech'}: run the "
+            "benchmarks from a full checkout of the repository (the WAV files are tracked)"
+        )
+    return np.concatenate([soundfile.read(path, dtype="float32")[0] for path in SPEECH])
 
 
 def percentile(values: Sequence[float], q: float) -> float:

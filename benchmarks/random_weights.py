@@ -10,6 +10,9 @@ precision, CUDA graphs and fast layers each move the logits enough to change emi
 fold (a bias bisected in fp32 left one bf16 run at ~180 tokens per 3 s, another at none), and
 random weights emit very differently offline.
 
+Calibration runs on speech, the audio the measured streams carry: on noise random weights give
+nearly the same logits on every frame, so emission jumped from ~0 to several tokens per frame
+across a tiny bias step and the bisection ended far from its target (H200, 2026-11-30).
 Calibration aims; each run then counts what was emitted. A random-weight run whose emission is
 outside `VALID_TOKENS_PER_FRAME` timed a decoder doing other work than a trained model's and is
 marked invalid.
@@ -17,6 +20,7 @@ marked invalid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +32,6 @@ from nemotron_speech.protocol import SAMPLE_RATE
 SPEECH_TOKENS_PER_FRAME = 0.3
 VALID_TOKENS_PER_FRAME = (0.2, 0.5)
 FRAME_SAMPLES = SAMPLE_RATE * 80 // 1000  # one encoder frame: 80 ms
-
-
-def noise(seconds: float = 120.0) -> np.ndarray:
-    """Quiet noise: the input for random weights (same compute as speech)."""
-    samples = np.random.default_rng(0).standard_normal(int(SAMPLE_RATE * seconds)) * 0.05
-    return samples.astype(np.float32)
 
 
 def emission(tokens: int, samples: int, random_weights: bool) -> dict:
@@ -63,6 +61,29 @@ def calibration_segments(audio: np.ndarray, count: int = 8, seconds: float = 3.0
     return [audio[n * step : n * step + length] for n in range(count)]
 
 
+def search_bias(
+    rate_at: Callable[[float], float], target: float, tolerance: float, rounds: int
+) -> tuple[float, float, bool, list[tuple[float, float]]]:
+    """Bisect a bias in -64..64 (random weights emit too much at 0; a target may need less bias)
+    until `rate_at(bias)` is within `tolerance` of `target`. Emission falls with the bias overall,
+    but neither smoothly (nearly equal logits on every frame flip together) nor monotonically
+    (random weights sit near logit ties), so the last midpoint can be far off: the bias whose
+    rate came closest is kept. Returns it, its rate, whether that met `tolerance`, and every
+    (bias, rate) tried, in order."""
+    low, high = -64.0, 64.0
+    tried: list[tuple[float, float]] = []
+    for _ in range(rounds):
+        bias = (low + high) / 2
+        rate = rate_at(bias)
+        tried.append((bias, rate))
+        if abs(rate - target) <= tolerance:
+            break
+        low, high = (bias, high) if rate > target else (low, bias)
+    # of equally close ones the latest, nearest where emission jumps past the target
+    bias, rate = min(reversed(tried), key=lambda probe: abs(probe[1] - target))
+    return bias, rate, abs(rate - target) <= tolerance, tried
+
+
 def calibrate_blank_bias(
     engine,
     segments: list[np.ndarray],
@@ -70,27 +91,37 @@ def calibrate_blank_bias(
     tolerance: float = 0.03,
     rounds: int = 20,
 ) -> dict:
-    """Bisect the blank-logit bias until `engine` streaming each of `segments` from a fresh
-    stream emits `tokens_per_frame` (all together) within `tolerance`, on that engine itself
-    (its precision, graphs, kernels and right context); the bias stays set in the model's joint
-    (fp32 in every precision). Emission can
-    fall steeply with the bias (random weights give nearly the same logits on every frame of
-    noise), hence the many rounds. Returns the bias and the emission it gives (`emission`'s
-    fields)."""
+    """The blank-logit bias that makes `engine` streaming each of `segments` (speech) from a
+    fresh stream emit `tokens_per_frame` (all together), found by `search_bias` on that engine
+    itself (its precision, graphs, kernels and right context). The bias stays set in the model's
+    joint (fp32 in every precision). Returns the bias, the emission it gives (`emission`'s
+    fields), whether it is within `tolerance` (`converged`; if not, the closest tried), each
+    segment's emission with it (whether streams share it, as speech does, or a few emit
+    everything) and the emission at every bias tried (`tried`, to see where it jumps)."""
     output = engine.model.joint.joint_net[-1].bias
     base = float(output[-1].detach())
     samples = sum(map(len, segments))
-    low, high = -64.0, 64.0  # random weights emit too much at 0; a target may need less bias
-    for _ in range(rounds):
-        bias = (low + high) / 2
+    tokens: dict[float, list[int]] = {}  # bias -> each segment's tokens
+
+    def rate_at(bias: float) -> float:
         with torch.no_grad():
             output[-1] = base + bias
-        tokens = sum(len(engine.transcribe(segment).token_ids) for segment in segments)
-        rate = tokens / (samples / FRAME_SAMPLES)
-        if abs(rate - tokens_per_frame) <= tolerance:
-            break
-        low, high = (bias, high) if rate > tokens_per_frame else (low, bias)
-    return {"blank_bias": bias, **emission(tokens, samples, random_weights=True)}
+        tokens[bias] = [len(engine.transcribe(segment).token_ids) for segment in segments]
+        return sum(tokens[bias]) / (samples / FRAME_SAMPLES)
+
+    bias, _, converged, tried = search_bias(rate_at, tokens_per_frame, tolerance, rounds)
+    with torch.no_grad():
+        output[-1] = base + bias
+    return {
+        "blank_bias": bias,
+        **emission(sum(tokens[bias]), samples, random_weights=True),
+        "converged": converged,
+        "segments_tokens_per_frame": [
+            round(n / (len(segment) / FRAME_SAMPLES), 3)
+            for n, segment in zip(tokens[bias], segments, strict=True)
+        ],
+        "tried": [(round(b, 4), round(r, 3)) for b, r in tried],
+    }
 
 
 def full_size(work: Path, device: str):

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.common import TINY_MODEL, percentile, process_tree_cpu_seconds
+from benchmarks.common import TINY_MODEL, percentile, process_tree_cpu_seconds, speech_audio
 from benchmarks.random_weights import (
     FRAME_SAMPLES,
     calibrate_blank_bias,
     calibration_segments,
     emission,
-    noise,
+    search_bias,
 )
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
@@ -62,17 +62,41 @@ def test_server_cpu_includes_its_child_processes():
     assert after - before > 0.15  # the parent itself only waits
 
 
+def test_the_bias_search_stops_at_the_first_emission_within_tolerance():
+    def rate_at(bias: float) -> float:  # emission falling smoothly with the bias
+        return max(0.0, 1.0 - bias / 8)
+
+    bias, rate, converged, tried = search_bias(rate_at, 0.3, tolerance=0.03, rounds=20)
+    assert converged and abs(rate - 0.3) <= 0.03
+    assert tried[-1] == (bias, rate) and len(tried) < 20
+
+
+def test_the_bias_search_keeps_the_closest_emission_when_the_target_is_unreachable():
+    """Emission jumping from 2 to 0 tokens per frame across the target, as random weights on
+    noise did (H200, 2026-11-30): the bisection's last midpoint lands just below the jump, at 2;
+    the search returns the closest bias it tried instead, and says it did not converge."""
+
+    def rate_at(bias: float) -> float:
+        return 2.0 if bias < 1 - 1e-9 else 0.0
+
+    bias, rate, converged, tried = search_bias(rate_at, 0.3, tolerance=0.03, rounds=20)
+    assert rate_at(tried[-1][0]) == 2.0  # where plain bisection ended
+    assert (bias, rate, converged) == (1.0, 0.0, False)  # the latest of the closest (0 vs 2)
+    assert len(tried) == 20
+
+
 def test_calibration_bisects_on_the_engine_it_is_given():
     """The test model's architecture with fresh random weights (the full-size model is too big
-    for CI): calibrating a bf16 engine sets the bias that makes that engine emit ~0.3 tokens per
-    frame, kept in the joint (fp32 calibrates through the same code)."""
+    for CI), calibrated on the speech the engine benchmark streams: calibrating a bf16 engine sets
+    the bias that makes that engine emit ~0.3 tokens per frame, kept in the joint (fp32
+    calibrates through the same code)."""
     torch.manual_seed(0)
     model = load_nemo_model(TINY_MODEL, device="cpu")
     for module in model.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()  # random weights, as in the full-size benchmarks
     engine = AsrEngine(model, right_context=1, precision="bf16")
-    segments = calibration_segments(noise(8), count=2, seconds=2)
+    segments = calibration_segments(speech_audio(), count=2, seconds=2)
     frames = sum(map(len, segments)) / FRAME_SAMPLES
 
     def rate() -> float:
@@ -81,6 +105,6 @@ def test_calibration_bisects_on_the_engine_it_is_given():
     uncalibrated = rate()
     calibration = calibrate_blank_bias(engine, segments, 0.3)
     assert uncalibrated > 0.5  # random weights emit far more than speech...
-    assert calibration["valid"] and abs(calibration["tokens_per_frame"] - 0.3) < 0.05
+    assert calibration["converged"] and abs(calibration["tokens_per_frame"] - 0.3) <= 0.03
     assert calibration["blank_bias"] > 0  # ... until the blank logit is raised
     assert rate() == pytest.approx(calibration["tokens_per_frame"], abs=1e-3)  # bias stays set
