@@ -73,8 +73,7 @@ class SlotGreedyDecoder:
         labels = torch.full(
             (batch, count * self.max_symbols), self.blank, dtype=torch.long, device=frames.device
         )
-        lstm = (hidden.clone(), cell.clone())
-        prediction = output.clone()
+        lstm, prediction = (hidden, cell), output  # only read: every round makes new tensors
         for t in range(count):
             frame = frames[:, t : t + 1]
             searching = encoded_len > t
