@@ -26,14 +26,14 @@ SPEECH = sorted((ROOT / "tests" / "assets" / "asr" / "speech").glob("[0-9][0-9].
 def speech_audio() -> np.ndarray:
     """The test sentences one after another (float32, ~58 s): what the engine benchmark's
     streams read and its random weights are calibrated on (server_load sends them one by one)."""
-    import soundfile
+    from nemotron_speech.asr.audio import load_audio
 
     if not SPEECH:
         raise FileNotFoundError(
             f"no test speech in {ROOT / 'tests' / 'assets' / 'asr' / 'speech'}: run the "
             "benchmarks from a full checkout of the repository (the WAV files are tracked)"
         )
-    return np.concatenate([soundfile.read(path, dtype="float32")[0] for path in SPEECH])
+    return np.concatenate([load_audio(path) for path in SPEECH])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
