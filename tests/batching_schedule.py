@@ -59,8 +59,12 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1 - 2**-15) * 32768).astype("<i2").tobytes()
 
 
-def run(engine, clips: list[np.ndarray], plans=SCHEDULE, max_ticks: int = 2000) -> Outcome:
-    """Play `plans` through `engine`; see the module docstring."""
+def run(
+    engine, clips: list[np.ndarray], plans=SCHEDULE, max_ticks: int = 2000, pipelined=False
+) -> Outcome:
+    """Play `plans` through `engine`; see the module docstring. `pipelined`: as the server
+    steps, each tick launches its step and then finishes the previous tick's (reports carry
+    the finishing tick), so streams close, finalize and reuse slots with a chunk in flight."""
     chunk_bytes = engine.geometry.chunk * engine.geometry.hop_samples * 2
     audio = [pcm16(clips[plan.clip]) for plan in plans]
     ids: list[int | None] = [None] * len(plans)
@@ -69,8 +73,11 @@ def run(engine, clips: list[np.ndarray], plans=SCHEDULE, max_ticks: int = 2000) 
     ending = [False] * len(plans)  # the reset final is due
     done = [False] * len(plans)
     outcome = Outcome([[] for _ in plans], [[] for _ in plans])
+    in_flight = None  # pipelined: the step launched last tick
     for tick in range(max_ticks):
         if all(done):
+            if in_flight is not None:
+                assert not engine.finish(in_flight), "results after every stream left"
             return outcome
         for n, plan in enumerate(plans):
             age = tick - plan.start
@@ -92,9 +99,15 @@ def run(engine, clips: list[np.ndarray], plans=SCHEDULE, max_ticks: int = 2000) 
             elif not (keeping[n] or ending[n]):
                 engine.request_finalize(ids[n], reset=True)
                 ending[n] = True
-        results = engine.step()
         plan_of = {stream_id: n for n, stream_id in enumerate(ids) if not done[n] and stream_id}
-        ran = [plan_of[stream_id] for stream_id in engine.last_step.stream_ids]
+        if pipelined:
+            launched = engine.launch()
+            ran = [plan_of[stream.stream_id] for stream in launched.streams]
+            results = engine.finish(in_flight) if in_flight is not None else []
+            in_flight = launched
+        else:
+            results = engine.step()
+            ran = [plan_of[stream_id] for stream_id in engine.last_step.stream_ids]
         for n in ran:
             outcome.chunk_ticks[n].append(tick - plans[n].start)
         firsts = sum(outcome.chunk_ticks[n] == [tick - plans[n].start] for n in ran)
@@ -157,11 +170,17 @@ class Comparison:
         assert not self.differing(), f"streams batched != alone: {self.differing()}"
 
 
-def compare(engine, clips: list[np.ndarray], plans=SCHEDULE) -> Comparison:
+def compare(engine, clips: list[np.ndarray], plans=SCHEDULE, pipelined=False) -> Comparison:
     """Run the schedule batched, then each stream alone (same ticks since its start)."""
-    batched = run(engine, clips, plans)
+    batched = run(engine, clips, plans, pipelined=pipelined)
     alone = [
-        run(engine, clips, (Plan(plan.clip, 0, plan.keep_final, plan.close),)) for plan in plans
+        run(engine, clips, (Plan(plan.clip, 0, plan.keep_final, plan.close),), pipelined=pipelined)
+        for plan in plans
     ]
     assert engine.open_streams == 0
     return Comparison(batched, alone)
+
+
+def without_ticks(outcome: Outcome) -> list[list[tuple]]:
+    """Each stream's reports in order, without when they came."""
+    return [[report[1:] for report in reports] for reports in outcome.reports]

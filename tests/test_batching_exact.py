@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from batching_schedule import compare
+from batching_schedule import SCHEDULE, compare, run, without_ticks
 
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.audio import load_audio
@@ -31,3 +31,23 @@ def test_joining_and_leaving_streams_equal_alone(asr_model_path, clips, right_co
     engine = AsrEngine.load(asr_model_path, right_context=right_context, **VARIANTS[variant])
     comparison = compare(engine, clips)
     comparison.check(SENTENCES if variant == "fp32" else None)
+
+
+def test_steps_launched_before_the_last_is_finished_report_the_same(asr_model_path, clips):
+    """As the server steps: each step is launched before the previous one is finished, so
+    streams close (their slot reused at once), finalize and reset with a chunk in flight. Every
+    stream reports the same interims and finals, in order, as stepped one step at a time (one
+    that closes, a prefix: its chunk in flight reports nothing), and
+    the pipelined schedule is still batched == alone."""
+    engine = AsrEngine.load(asr_model_path, right_context=1)
+    stepped = run(engine, clips)
+    comparison = compare(engine, clips, pipelined=True)
+    comparison.check(SENTENCES)
+    for plan, pipelined, alone in zip(
+        SCHEDULE, without_ticks(comparison.batched), without_ticks(stepped), strict=True
+    ):
+        if plan.close is None:
+            assert pipelined == alone, plan
+        else:  # what was in flight when it closed is not reported
+            assert pipelined == alone[: len(pipelined)] and len(pipelined) >= 2, plan
+    assert comparison.batched.reports != stepped.reports  # pipelined: reports came a tick later

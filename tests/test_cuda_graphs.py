@@ -3,7 +3,9 @@
 - the CUDA-graph engine (first and later steps, each with its greedy decode in one graph, over
   fast_layers) gives the eager fp32 engine's tokens and the sentences at every right context;
 - at the full-size architecture, a step's first chunks replayed on their own CUDA stream beside
-  the later chunks give exactly what they give replayed in line;
+  the later chunks give exactly what they give replayed in line; and steps launched while the
+  one before still runs (as the server steps) give what steps run one at a time give, with no
+  launch waiting for the device;
 - streams joining and leaving a graph engine mid-run (`batching_schedule.py`, shared with the CPU
   test `test_batching_exact.py`), in fp32, bf16 and fp16, at batch sizes that are padded up to
   their bucket (3 in 4, 5 and 6 in 8), report exactly what each reports stepped alone in the same
@@ -60,8 +62,9 @@ def test_graphs_equal_eager_on_cuda(right_context):
         assert final.text == sentence, wav.name
 
 
-def schedule_on_graphs(right_context: int, precision: str):
-    """The joining-and-leaving schedule on a graph engine, checked; returns the comparison."""
+def schedule_on_graphs(right_context: int, precision: str, pipelined: bool = False):
+    """The joining-and-leaving schedule on a graph engine, checked; returns the comparison.
+    `pipelined`: each step launched before the one before is finished, as the server steps."""
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
     from nemotron_speech.testing.sentences import SENTENCES
@@ -75,23 +78,18 @@ def schedule_on_graphs(right_context: int, precision: str):
         max_graph_batch=MAX_GRAPH_BATCH,
     )
     engine.warmup()  # captures every bucket: no step below runs eagerly
-    comparison = compare(engine, [load_audio(wav) for wav in WAVS])
+    comparison = compare(engine, [load_audio(wav) for wav in WAVS], pipelined=pipelined)
     comparison.check(SENTENCES if precision == "fp32" else None)
     largest = max(size for calls in comparison.batched.calls for size in calls)
     assert largest <= MAX_GRAPH_BATCH  # every call replayed a graph (larger ones run eagerly)
     return comparison
 
 
-def first_chunks_beside_equal_in_line() -> None:
+def _full_size_engine():
     """The full-size architecture (random weights: its products are large enough for cuBLAS to
-    use a workspace, which the tiny model's may not) under many streams joining while others
-    run: with the first-chunk graph on its own CUDA stream, beside the later chunks' graph, every
-    stream reports exactly what it reports with that graph run in line on the caller's stream.
-    Same graphs, same kernels: only running side by side differs (two graphs sharing a cuBLAS
-    workspace corrupted each other this way, where the tiny model's checks passed)."""
+    use a workspace, which the tiny model's may not), bf16 graphs up to batch 64, warmed up;
+    and the sentences' clips."""
     import tempfile
-
-    from batching_schedule import Plan, run
 
     from nemotron_speech.asr import AsrEngine
     from nemotron_speech.asr.audio import load_audio
@@ -101,15 +99,62 @@ def first_chunks_beside_equal_in_line() -> None:
     with tempfile.TemporaryDirectory() as work:
         model = build_full_size(Path(work)).eval()
     configure_decoding(model)
-    clips = [load_audio(wav) for wav in WAVS]
-    plans = [Plan(n % len(clips), start=n // 3) for n in range(48)]  # 3 new streams a tick
     engine = AsrEngine(model.cuda(), right_context=1, precision="bf16", max_graph_batch=64)
     engine.warmup()
+    return engine, [load_audio(wav) for wav in WAVS]
+
+
+def _many_plans():
+    from batching_schedule import Plan
+
+    return [Plan(n % len(WAVS), start=n // 3) for n in range(48)]  # 3 new streams a tick
+
+
+def first_chunks_beside_equal_in_line() -> None:
+    """Under many streams joining while others run, at the full-size architecture: with the
+    first-chunk graph on its own CUDA stream, beside the later chunks' graph, every stream
+    reports exactly what it reports with that graph run in line on the caller's stream. Same
+    graphs, same kernels: only running side by side differs (two graphs sharing a cuBLAS
+    workspace corrupted each other this way, where the tiny model's checks passed)."""
+    from batching_schedule import run
+
+    engine, clips = _full_size_engine()
+    plans = _many_plans()
     outcomes = [run(engine, clips, plans)]  # every stream closes: the engine is as before
     engine._graphed[True]._stream = None  # the same graphs, the first-step one replayed in line
     outcomes.append(run(engine, clips, plans))
     assert any(len(calls) > 1 for calls in outcomes[0].calls), "no step ran two model calls"
     assert outcomes[0].reports == outcomes[1].reports
+
+
+def launched_before_finished_equal_stepped() -> None:
+    """As the server steps, at the full-size architecture: each step is launched while the one
+    before still runs on the device, and every stream reports the same interims and finals as
+    stepped one step at a time; and no launch waits for the device (torch's sync debug mode
+    sees no synchronising call in one: a hidden wait would serialise host and device again)."""
+    import warnings
+
+    from batching_schedule import run, without_ticks
+
+    engine, clips = _full_size_engine()
+    plans = _many_plans()
+    stepped = run(engine, clips, plans)
+    launch, waits = engine.launch, []
+
+    def watched_launch(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return launch(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            waits.extend(str(warning.message) for warning in caught)
+
+    engine.launch = watched_launch
+    pipelined = run(engine, clips, plans, pipelined=True)
+    assert without_ticks(pipelined) == without_ticks(stepped)
+    assert not waits, f"{len(waits)} synchronising calls in launches, e.g. {waits[0]}"
 
 
 @needs_cuda
@@ -118,10 +163,20 @@ def test_first_chunks_beside_equal_in_line():
 
 
 @needs_cuda
+def test_launched_before_finished_equal_stepped():
+    launched_before_finished_equal_stepped()
+
+
+@needs_cuda
 @pytest.mark.parametrize("precision", SCHEDULE_PRECISIONS)
 @pytest.mark.parametrize("right_context", SCHEDULE_RIGHT_CONTEXTS, ids=lambda r: f"R{r}")
 def test_joining_and_leaving_streams_on_graphs_equal_alone(right_context, precision):
     schedule_on_graphs(right_context, precision)
+
+
+@needs_cuda
+def test_pipelined_schedule_on_graphs_equal_alone():
+    schedule_on_graphs(1, "bf16", pipelined=True)
 
 
 def _padded(sizes: set[int]) -> str:
@@ -146,7 +201,11 @@ def main(only: list[str]) -> int:
         for r in SCHEDULE_RIGHT_CONTEXTS
         for p in SCHEDULE_PRECISIONS
     ]
-    checks += [("first chunks beside == in line, full size", first_chunks_beside_equal_in_line, ())]
+    checks += [
+        ("schedule pipelined == alone, R=1 bf16", schedule_on_graphs, (1, "bf16", True)),
+        ("first chunks beside == in line, full size", first_chunks_beside_equal_in_line, ()),
+        ("launched before finished == stepped, full", launched_before_finished_equal_stepped, ()),
+    ]
     checks = [check for check in checks if not only or any(w in check[0] for w in only)]
     if not checks:
         print(f"FAIL: no check's name holds any of {only}")

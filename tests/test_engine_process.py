@@ -13,8 +13,8 @@ import time
 from multiprocessing.connection import Client, Listener
 
 from nemotron_speech.server import engine_process
+from nemotron_speech.server.commands import Feed
 from nemotron_speech.server.engine_process import SEND_BUFFER_BYTES, EngineInfo, _Hub
-from nemotron_speech.server.scheduler import Feed
 
 
 def hub_with_fronts(path, count: int) -> tuple[_Hub, list]:

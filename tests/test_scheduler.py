@@ -13,20 +13,19 @@ from server_fixtures import pcm16
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
 from nemotron_speech.protocol import CloseCode, Error, Transcript
-from nemotron_speech.server.inference import coalesce
-from nemotron_speech.server.metrics import ServerMetrics
-from nemotron_speech.server.scheduler import (
-    IDLE_SPELL_S,
+from nemotron_speech.server.commands import (
     Close,
     Consumed,
     Feed,
     Finalize,
     Open,
     Opened,
-    Scheduler,
     Stop,
     StreamClosed,
 )
+from nemotron_speech.server.inference import coalesce
+from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.scheduler import IDLE_SPELL_S, Scheduler
 
 WAIT = 30.0  # a batch wait no test run could mistake for "at once"
 CHUNK_BYTES = 16000 * 2 // 2  # 0.5 s of audio: at least one full chunk at R=1

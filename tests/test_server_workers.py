@@ -23,8 +23,8 @@ from server_fixtures import events_until_final, frames, pcm16, running_server, t
 from nemotron_speech.child_server import ServerStartError
 from nemotron_speech.client import AsrClient, AsrConnectionError
 from nemotron_speech.protocol import CloseCode, Transcript
+from nemotron_speech.server.commands import ENGINE_FAILURE
 from nemotron_speech.server.launcher import AsrServerProcess, start_server
-from nemotron_speech.server.scheduler import ENGINE_FAILURE
 from nemotron_speech.testing.sentences import SENTENCES
 
 MAX_STREAMS = 16  # 16 connections all hashed to one of two processes: odds 2 in 65,536

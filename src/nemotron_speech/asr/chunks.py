@@ -13,6 +13,7 @@ import torch
 from nemotron_speech.asr.features import LEAD_FRAMES
 from nemotron_speech.asr.model import ChunkGeometry
 from nemotron_speech.asr.slots import SlotStore
+from nemotron_speech.asr.transfer import to_device
 
 HISTORY = "feature_history"
 
@@ -41,17 +42,15 @@ class ChunkCutter:
         width = max(counts)
         new = features[:, :, LEAD_FRAMES : LEAD_FRAMES + width]
         if len(rows) < features.shape[0]:
-            new = new.index_select(0, torch.tensor(rows, device=device))
+            new = new.index_select(0, to_device(rows, device))
         if min(counts) < width:  # a reset's short last chunk: zeros past it, as when alone
-            past = (
-                torch.arange(width, device=device) >= torch.tensor(counts, device=device)[:, None]
-            )
+            past = torch.arange(width, device=device) >= to_device(counts, device)[:, None]
             new = new.masked_fill(past[:, None, :], 0.0)
         (history,) = self._store.gather((HISTORY,), slots)
         inputs = torch.cat([history, new], dim=2)
         kept = self._geometry.pre_encode_cache
         self._store.scatter((HISTORY,), slots, (inputs.narrow(2, inputs.shape[2] - kept, kept),))
         if is_first:
-            return new, torch.tensor(counts, device=device), 0
-        lengths = torch.tensor([kept + count for count in counts], device=device)
+            return new, to_device(counts, device), 0
+        lengths = to_device([kept + count for count in counts], device)
         return inputs, lengths, self._geometry.drop_extra_pre_encoded

@@ -4,6 +4,8 @@ The engine is synchronous and not thread-safe: one thread owns it (the server's 
 or the caller of the in-process STT service). `feed()` only buffers audio; `step()` runs every
 stream that has a full chunk as one batched model call (more when some streams take their first
 step, whose input shape differs: on a GPU those run beside the others) and reports what changed.
+`launch()` and `finish()` are its two halves: a server prepares one step on the host while the
+device computes the one before.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +31,10 @@ from nemotron_speech.asr.model import (
     streaming_preprocessor,
     supported_right_contexts,
 )
-from nemotron_speech.asr.reports import StepInfo, StreamTranscript
+from nemotron_speech.asr.reports import LaunchedStep, StepInfo, StreamTranscript
 from nemotron_speech.asr.slots import ENCODER_CACHES, SlotStore, add_encoder_caches
 from nemotron_speech.asr.stream import StreamState
+from nemotron_speech.asr.transfer import HostCopy, to_device
 from nemotron_speech.protocol import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -82,35 +86,17 @@ class AsrEngine:
         features = int(model.cfg.preprocessor.features)
         self._chunks = ChunkCutter(self._slots, features, self.geometry)
         self._decoder = SlotGreedyDecoder(model, self._slots)
-        self._graphed = self._graphed_steps(max_graph_batch) if cuda_graphs else {}
+        self._graphed = {}  # CUDA-graph steps keyed by `is_first` (first chunks or later ones)
+        if cuda_graphs:
+            from nemotron_speech.asr.graphs import graphed_steps
+
+            self._graphed = graphed_steps(
+                model.encoder, self._decoder, self._slots, features, self.geometry, max_graph_batch
+            )
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
+        self._launched: deque[LaunchedStep] = deque()  # steps not yet finished, oldest first
         self.last_step = StepInfo(0, 0, 0.0)
-
-    def _graphed_steps(self, max_batch: int) -> dict:
-        """CUDA-graph steps for later chunks and for first chunks (keyed by `is_first`)."""
-        from nemotron_speech.asr.graphs import GraphedStep, first_step_bucket
-
-        geometry = self.geometry
-        common = {
-            "encoder": self.model.encoder,
-            "decoder": self._decoder,
-            "slots": self._slots,
-            "features": int(self.model.cfg.preprocessor.features),
-            "max_bucket": max_batch,
-        }
-        later = GraphedStep(
-            frames=geometry.pre_encode_cache + geometry.chunk,
-            drop=geometry.drop_extra_pre_encoded,
-            **common,
-        )
-        # first chunks run beside the later ones, on a stream and static rows of their own: a
-        # step's few first chunks would otherwise add a small, launch-bound replay to its time
-        common["max_bucket"] = first_step_bucket(max_batch)
-        first = GraphedStep(
-            frames=geometry.first_chunk, drop=0, stream=torch.cuda.Stream(self.device), **common
-        )
-        return {False: later, True: first}
 
     @classmethod
     def load(
@@ -232,40 +218,67 @@ class AsrEngine:
 
     # -- the scheduler ---------------------------------------------------------------------
 
-    @torch.inference_mode()
     def step(self, only: tuple[int, ...] | None = None) -> list[StreamTranscript]:
         """Run one chunk of every ready stream, batched; return changed interims and finals."""
+        return self.finish(self.launch(only))
+
+    @torch.inference_mode()
+    def launch(self, only: tuple[int, ...] | None = None) -> LaunchedStep:
+        """Start one chunk of every ready stream (or of `only` these) on the device, batched;
+        `finish` returns its transcripts. A step may be launched while earlier ones still run
+        (the device runs them in order, and the host prepares one while the device computes
+        another); steps are finished in launch order, and a stream's final waits until none of
+        its chunks is in flight."""
         started = time.perf_counter()
         streams = [self._stream(i) for i in only] if only else list(self._streams.values())
-        results: list[StreamTranscript] = []
+        finals: list[StreamTranscript] = []
         ready: list[StreamState] = []
         counts: list[int] = []
         for stream in streams:  # one cheap readiness check per open stream, every step
             if stream.finalizing and stream.needs_final():
-                results.append(self._complete(stream))
+                if not stream.in_flight:
+                    finals.append(self._complete(stream))
             elif count := stream.chunk_frames():
                 ready.append(stream)
                 counts.append(count)
         groups = self._groups(ready)
+        labels = []
         if ready:
             features = self._compute_features(ready, counts)
             # every group is launched before any is read: the device runs them back to back
             # (first chunks beside later ones), while the host moves the streams on
             try:
                 labels = [self._run(ready, counts, features, rows) for rows in groups]
-            finally:  # whatever ran beside is waited for, even after a failure
+            finally:  # whatever ran beside is waited for (on the device), even after a failure
                 for graphed in self._graphed.values():
                     graphed.join()
             for stream, count in zip(ready, counts, strict=True):
                 stream.advance(count)
-            for rows, group_labels in zip(groups, labels, strict=True):
-                for row, tokens in zip(rows, self._decoder.tokens(group_labels), strict=True):
-                    ready[row].token_ids.extend(tokens)
-        results.extend(self._report_changes(ready))
+                stream.in_flight += 1
+        audio_bytes = [stream.chunk_client_bytes for stream in ready]
+        labels = HostCopy(labels)
+        seconds = time.perf_counter() - started
+        launched = LaunchedStep(ready, audio_bytes, groups, labels, finals, seconds)
+        self._launched.append(launched)
+        return launched
+
+    def finish(self, launched: LaunchedStep) -> list[StreamTranscript]:
+        """Wait for a launched step's labels; return its changed interims and finals."""
+        started = time.perf_counter()
+        if not self._launched or self._launched[0] is not launched:
+            raise AsrError("finish steps in the order they were launched, each once")
+        self._launched.popleft()
+        ready = launched.streams
+        for stream in ready:
+            stream.in_flight -= 1
+        for rows, group_labels in zip(launched.groups, launched.labels.get(), strict=True):
+            for row, tokens in zip(rows, self._decoder.tokens(group_labels), strict=True):
+                ready[row].token_ids.extend(tokens)
+        results = launched.finals + self._report_changes(ready, launched.audio_bytes)
         self.last_step = StepInfo(
             len(ready),
-            len(groups),
-            time.perf_counter() - started,
+            len(launched.groups),
+            launched.seconds + time.perf_counter() - started,
             tuple(stream.stream_id for stream in ready),
         )
         return results
@@ -297,7 +310,7 @@ class AsrEngine:
         `conformer_stream_step` makes, and NeMo's greedy rule, on chunks cut from `features` on
         the device. Returns the labels (`SlotGreedyDecoder.tokens`), maybe not yet computed."""
         streams = [ready[row] for row in rows]
-        slots = torch.tensor([stream.slot for stream in streams], device=self.device)
+        slots = to_device([stream.slot for stream in streams], self.device)
         is_first = streams[0].steps == 0
         signal, lengths, drop = self._chunks(
             features, rows, [counts[row] for row in rows], slots, is_first
@@ -325,18 +338,22 @@ class AsrEngine:
         self._slots.scatter(ENCODER_CACHES, slots, (channel, time_cache, channel_len))
         return encoded, encoded_len
 
-    def _report_changes(self, streams: list[StreamState]) -> list[StreamTranscript]:
-        """Finals of finished streams, and interims whose text changed."""
+    def _report_changes(
+        self, streams: list[StreamState], audio_bytes: list[int | None]
+    ) -> list[StreamTranscript]:
+        """Finals of finished streams, and interims whose text changed, of a step's streams
+        still open; `audio_bytes`: each stream's `chunk_client_bytes` for the step's chunk."""
         results = []
-        for stream in streams:
-            if stream.needs_final():
+        for stream, at in zip(streams, audio_bytes, strict=True):
+            if self._streams.get(stream.stream_id) is not stream:
+                continue  # closed while its chunk was in flight
+            if stream.needs_final() and not stream.in_flight:
                 results.append(self._complete(stream))
             elif len(stream.token_ids) != stream.reported_tokens:
                 stream.reported_tokens = len(stream.token_ids)
                 text = self._decoder.text(stream.token_ids)
                 if text != stream.reported_text:
                     stream.reported_text = text
-                    at = stream.chunk_client_bytes
                     results.append(StreamTranscript(stream.stream_id, text, False, audio_bytes=at))
         return results
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nemotron_speech.asr.transfer import to_device
+
 LEAD_FRAMES = 2  # frames computed before the first new one: the segment start's effects end there
 # Buffers hold audio in PCM16 units, so PCM converts with a plain cast; scaling by a power of two
 # is exact both ways.
@@ -41,10 +43,9 @@ class MelFrontEnd:
             batch = np.zeros((len(segments), max(lengths)), dtype=np.float32)
             for row, (lead, audio) in enumerate(segments):
                 batch[row, lead : lead + len(audio)] = audio
-        signal = torch.from_numpy(batch).to(self._device).mul_(PCM_SCALE)
+        signal = to_device(batch, self._device).mul_(PCM_SCALE)
         features, _ = self._preprocessor(
-            input_signal=signal,
-            length=torch.tensor(lengths, device=self._device),
+            input_signal=signal, length=to_device(lengths, self._device)
         )
         return features.float()
 

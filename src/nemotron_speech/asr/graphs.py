@@ -35,6 +35,28 @@ def first_step_bucket(max_batch: int) -> int:
     return max(1, max_batch // 4)
 
 
+def graphed_steps(encoder, decoder, slots, features: int, geometry, max_batch: int) -> dict:
+    """CUDA-graph steps for later chunks and for first chunks, keyed by `is_first`."""
+    common = {"encoder": encoder, "decoder": decoder, "slots": slots, "features": features}
+    later = GraphedStep(
+        frames=geometry.pre_encode_cache + geometry.chunk,
+        drop=geometry.drop_extra_pre_encoded,
+        max_bucket=max_batch,
+        **common,
+    )
+    # first chunks run beside the later ones, on a stream and static rows of their own: a
+    # step's few first chunks would otherwise add a small, launch-bound replay to its time
+    device = next(encoder.parameters()).device
+    first = GraphedStep(
+        frames=geometry.first_chunk,
+        drop=0,
+        max_bucket=first_step_bucket(max_batch),
+        stream=torch.cuda.Stream(device),
+        **common,
+    )
+    return {False: later, True: first}
+
+
 def graph_buckets(max_bucket: int) -> list[int]:
     """Batch sizes to capture: powers of two below `max_bucket`, then `max_bucket` itself."""
     powers = (1 << n for n in range(max_bucket.bit_length()))

@@ -31,6 +31,7 @@ class StreamState:
         self._geometry = geometry
         self.client_bytes = 0  # audio the client sent, over every utterance
         self.chunk_client_bytes: int | None = None  # see `advance`
+        self.in_flight = 0  # launched steps with a chunk of this stream, not yet finished
         self.reset()
 
     def reset(self) -> None:

@@ -33,7 +33,8 @@ from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, wait
 from typing import Any
 
-from nemotron_speech.server.scheduler import Close, Open, Opened, Scheduler, Stop
+from nemotron_speech.server.commands import Close, Open, Opened, Stop
+from nemotron_speech.server.scheduler import Scheduler
 
 log = logging.getLogger("nemotron_speech.server.engine")
 TERM_GRACE_S = 30.0  # after SIGTERM, the longest wait for the fronts' streams' finals

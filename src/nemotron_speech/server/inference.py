@@ -26,14 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from nemotron_speech.server.engine_process import (
-    SEND_BUFFER_BYTES,
-    EngineInfo,
-    engine_main,
-    replay,
-)
-from nemotron_speech.server.metrics import ServerMetrics
-from nemotron_speech.server.scheduler import (
+from nemotron_speech.server.commands import (
     ENGINE_FAILURE,
     Close,
     Command,
@@ -45,10 +38,17 @@ from nemotron_speech.server.scheduler import (
     Interim,
     Open,
     Opened,
-    Scheduler,
     Stop,
     StreamClosed,
 )
+from nemotron_speech.server.engine_process import (
+    SEND_BUFFER_BYTES,
+    EngineInfo,
+    engine_main,
+    replay,
+)
+from nemotron_speech.server.metrics import ServerMetrics
+from nemotron_speech.server.scheduler import Scheduler
 
 __all__ = [
     "Consumed",

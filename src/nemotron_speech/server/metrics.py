@@ -87,7 +87,7 @@ class ServerMetrics:
         )
         self.step_seconds = Histogram(
             "asr_step_seconds",
-            "Wall time of one engine step.",
+            "Time of one engine step: its launch, and its finish with the wait for the device.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

@@ -27,8 +27,8 @@ Backpressure: the scheduler tells each connection how much of its audio the engi
 (`Consumed`, sent whenever a stream has caught up: less than one chunk of its audio left), so the
 connection can stop reading a client that is at its bound and resume once this arrives.
 
-Every command and event is a small picklable dataclass, so the same messages cross a thread's
-queue or a process's pipe; events are addressed by the connection's `key`, never a callable.
+Commands and events (`commands.py`) are small picklable dataclasses, so the same messages cross
+a thread's queue or a process's pipe.
 """
 
 from __future__ import annotations
@@ -42,89 +42,25 @@ from typing import Any
 
 from nemotron_speech.asr.errors import AsrError, BufferFullError
 from nemotron_speech.protocol import SAMPLE_RATE, CloseCode, Error, Transcript
+from nemotron_speech.server.commands import (
+    ENGINE_FAILURE,
+    Close,
+    Consumed,
+    Event,
+    Feed,
+    Finalize,
+    Flush,
+    Interim,
+    Open,
+    Opened,
+    Stop,
+    StreamClosed,
+)
 
 log = logging.getLogger(__name__)
 IDLE_SPELL_S = 1.0  # a wait for commands with no work, between two counts of idle time
 
 
-@dataclass(frozen=True)
-class StreamClosed:
-    """Sent to a connection whose stream the scheduler had to end; the connection closes."""
-
-    code: CloseCode
-    reason: str
-
-
-@dataclass(frozen=True)
-class Consumed:
-    """The engine has run every byte of this stream's audio up to `total_bytes` (counted from
-    the stream's first byte) but less than one chunk: what the connection's bound subtracts."""
-
-    total_bytes: int
-
-
-@dataclass(frozen=True)
-class Interim:
-    """An interim transcript, and the client audio (bytes from the stream's first) whose arrival
-    made it available (None where a finalize did): the connection times its lag, split at when
-    the scheduler had that chunk (`ready_at`) and when the step's results were out (`done_at`;
-    both `time.perf_counter()`, the clock of the connection's event loop too)."""
-
-    transcript: Transcript
-    audio_bytes: int | None
-    ready_at: float | None = None
-    done_at: float | None = None
-
-
-@dataclass(frozen=True)
-class Opened:
-    """The answer to `Open`: the engine stream's id."""
-
-    stream_id: int
-
-
-Event = Transcript | Interim | Error | StreamClosed | Consumed | Opened
-# what a stream gets when the engine fails under it (a bug in a step, or a dead engine process)
-ENGINE_FAILURE = (
-    Error("internal error in the ASR engine; reconnect"),
-    StreamClosed(CloseCode.INTERNAL_ERROR, "engine failure"),
-)
-
-
-@dataclass(frozen=True)
-class Open:
-    key: Hashable  # the connection's: every event of the stream is addressed to it
-
-
-@dataclass(frozen=True)
-class Feed:
-    stream_id: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Finalize:
-    stream_id: int
-    reset: bool
-    received_at: float  # time.perf_counter(): the system's monotonic clock, same in every process
-
-
-@dataclass(frozen=True)
-class Flush:
-    stream_id: int
-
-
-@dataclass(frozen=True)
-class Close:
-    stream_id: int
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Finish the commands before this one, then end `serve()`."""
-
-
-Command = Open | Feed | Finalize | Flush | Close | Stop
 Receive = Callable[[float], list]  # commands, waiting up to that many seconds
 PostEvents = Callable[[list[tuple[Hashable, Event]]], None]
 
@@ -142,6 +78,14 @@ class _Stream:
     fed_bytes: int = 0  # audio given to the engine so far
     consumed_bytes: int = 0  # the last `Consumed` sent
     ready_at: float | None = None  # when the next chunk became ready (its audio was applied)
+
+
+@dataclass(frozen=True)
+class _Launched:
+    """An engine step in flight, and when each of its streams' chunk became ready."""
+
+    step: Any  # the engine's LaunchedStep
+    ready_at: dict[int, float | None]
 
 
 class Scheduler:
@@ -169,9 +113,17 @@ class Scheduler:
         # behind it (they waited through it already), else None (they just arrived)
         self._busy_since: float | None = None
         self._step_time = 0.0  # seconds in `_step` (with its events) so far, for the accounting
+        self._launched: _Launched | None = None  # the step on the device, not yet finished
 
     def serve(self, receive: Receive) -> None:
-        """Apply commands and step until a `Stop` arrives."""
+        """Apply commands and step until a `Stop` arrives; the step in flight is finished
+        before returning, so its results are posted."""
+        try:
+            self._serve(receive)
+        finally:
+            self._finish_launched()
+
+    def _serve(self, receive: Receive) -> None:
         while True:
             delay = self._step_delay()
             if delay == 0:
@@ -182,6 +134,9 @@ class Scheduler:
                 if not self._apply_all(self._receive(receive, 0)):
                     return
                 self._busy_since = None
+                continue
+            if self._launched is not None:  # nothing to launch: the step in flight is next
+                self._finish_launched()
                 continue
             # sleep until commands come or the oldest ready chunk's deadline passes (with no
             # work, in spells of IDLE_SPELL_S: idle time is counted as it passes)
@@ -298,29 +253,65 @@ class Scheduler:
         self._send(stream, StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"))
         self._metrics.client_errors.inc(label="buffer_full")
 
-    def _step(self, only: tuple[int, ...] | None = None) -> bool:
-        """One engine step (over every ready stream, or `only` these); False if it ran none."""
+    def _step(self) -> None:
+        """Launch an engine step over every ready stream, then finish the step launched before
+        it: the device computed that one while the host applied commands and prepared this."""
         started = time.perf_counter()
         try:
-            return self._run_step(only, started)
+            launched = self._launch(None, started)
+            previous, self._launched = self._launched, launched
+            if previous is not None:
+                self._finish(previous)
         finally:
-            self._account("step", started)
-            self._post()
-            self._step_time += time.perf_counter() - started
+            self._stepped(started)
 
-    def _run_step(self, only: tuple[int, ...] | None, started: float) -> bool:
+    def _step_alone(self, stream_id: int) -> bool:
+        """Run one step of `stream_id` only, start to end; False if it ran none."""
+        started = time.perf_counter()
         try:
-            results = self.engine.step(only=only)
+            launched = self._launch((stream_id,), started)
+            return launched is not None and self._finish(launched) > 0
+        finally:
+            self._stepped(started)
+
+    def _finish_launched(self) -> None:
+        """Finish the step in flight, if any."""
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            started = time.perf_counter()
+            try:
+                self._finish(launched)
+            finally:
+                self._stepped(started)
+
+    def _stepped(self, started: float) -> None:
+        """Count a step's time since `started` and post its events."""
+        self._account("step", started)
+        self._post()
+        self._step_time += time.perf_counter() - started
+
+    def _launch(self, only: tuple[int, ...] | None, started: float) -> _Launched | None:
+        """Launch an engine step; None (every stream failed) if the engine failed."""
+        try:
+            launched = self.engine.launch(only=only)
         except Exception:
-            log.exception("engine step failed; closing every stream")
-            for stream_id in list(self._streams):
-                self._fail(stream_id)
-            return False
-        info, done = self.engine.last_step, time.perf_counter()
-        ready_at = {i: getattr(self._streams.get(i), "ready_at", None) for i in info.stream_ids}
-        for stream_id in info.stream_ids:  # behind: what is left was ready before this step
+            self._engine_failed()
+            return None
+        stream_ids = [stream.stream_id for stream in launched.streams]
+        ready_at = {i: getattr(self._streams.get(i), "ready_at", None) for i in stream_ids}
+        for stream_id in stream_ids:  # behind: what is left was ready before this step
             if self._ready.pop(stream_id, None) is not None and self.engine.has_chunk(stream_id):
                 self._ready[stream_id] = self._streams[stream_id].ready_at = started
+        return _Launched(launched, ready_at)
+
+    def _finish(self, launched: _Launched) -> int:
+        """Deliver a launched step's results; the number of streams it ran."""
+        try:
+            results = self.engine.finish(launched.step)
+        except Exception:
+            self._engine_failed()
+            return 0
+        info, done = self.engine.last_step, time.perf_counter()
         if info.batch_size:
             self._metrics.steps.inc()
             self._metrics.batch_size.observe(info.batch_size)
@@ -328,10 +319,16 @@ class Scheduler:
         for result in results:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
-                self._deliver(stream, result, ready_at.get(result.stream_id), done)
+                ready_at = launched.ready_at.get(result.stream_id)
+                self._deliver(stream, result, ready_at, done)
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
-        return info.batch_size > 0
+        return info.batch_size
+
+    def _engine_failed(self) -> None:
+        log.exception("engine step failed; closing every stream")
+        for stream_id in list(self._streams):
+            self._fail(stream_id)
 
     def _report_consumed(self, stream_id: int) -> None:
         """Tell the connection how far the engine got, once the stream has caught up (less than
@@ -380,7 +377,8 @@ class Scheduler:
         """Answer a flush with the text of all audio received before it (up to the last full
         chunk): first step this stream alone through its backlog, usually nothing or one chunk,
         then report its text and leave its state as it is."""
-        while self._step(only=(stream_id,)):
+        self._finish_launched()  # its chunk in flight comes first
+        while self._step_alone(stream_id):
             pass
         if stream.failed:
             return
