@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import wave
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from nemotron_speech.client import AsrClient
 from nemotron_speech.protocol import Error, Transcript
+from nemotron_speech.server.app import AsrServer, Health, ServerConfig
 from nemotron_speech.server.launcher import AsrServerProcess, start_server
 
 TOKEN = "test-token"
@@ -129,3 +130,24 @@ json_values = st.recursive(
                                                                 max_size=3),
     max_leaves=8,
 )  # fmt: skip
+
+
+@asynccontextmanager
+async def served(model: Path, **options) -> AsyncIterator[AsrServer]:
+    """An `AsrServer` on this event loop and a free port, ready; stopped (gracefully) after."""
+    server = AsrServer(ServerConfig(model=model, port=0, right_context=1, **options))
+    running = asyncio.create_task(server.run())
+    try:
+        async with asyncio.timeout(180):
+            while server.health is not Health.READY:
+                if running.done():
+                    running.result()  # the load failed: raise its error
+                await asyncio.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        await asyncio.wait_for(running, 60)
+
+
+def url(server: AsrServer) -> str:
+    return f"ws://127.0.0.1:{server.port}"

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
-from server_fixtures import frames, pcm16
+from server_fixtures import frames, pcm16, served, url
 
 from nemotron_speech.client import AsrClient, AsrConnectionError, open_stream
 from nemotron_speech.protocol import CloseCode, Error, Transcript
@@ -23,27 +20,6 @@ from nemotron_speech.server.app import AsrServer, Health, ServerConfig
 from nemotron_speech.testing.sentences import SENTENCES
 
 POISON = b"\x7f\x7f" * 321  # audio the patched engine fails on
-
-
-@asynccontextmanager
-async def served(model: Path, **options) -> AsyncIterator[AsrServer]:
-    """An `AsrServer` on this event loop and a free port, ready; stopped (gracefully) after."""
-    server = AsrServer(ServerConfig(model=model, port=0, right_context=1, **options))
-    running = asyncio.create_task(server.run())
-    try:
-        async with asyncio.timeout(180):
-            while server.health is not Health.READY:
-                if running.done():
-                    running.result()  # the load failed: raise its error
-                await asyncio.sleep(0.05)
-        yield server
-    finally:
-        server.stop()
-        await asyncio.wait_for(running, 60)
-
-
-def url(server: AsrServer) -> str:
-    return f"ws://127.0.0.1:{server.port}"
 
 
 async def final_text(client: AsrClient) -> str:

@@ -172,6 +172,11 @@ class AsrEngine:
         """The stream's next chunk is ready: the next `step()` will run it."""
         return self._stream(stream_id).has_chunk()
 
+    def next_chunk_bytes(self, stream_id: int) -> int | None:
+        """The stream's audio, in bytes fed since its first, once its next full chunk is ready;
+        None while it finalizes (its padding makes the chunks ready)."""
+        return self._stream(stream_id).next_chunk_client_bytes
+
     def buffered_seconds(self, stream_id: int) -> float:
         """Audio received but not yet processed."""
         return self._stream(stream_id).pending_samples / SAMPLE_RATE

@@ -162,13 +162,21 @@ class StreamState:
         `IncrementalLogMel.segment`. PCM must be converted (`convert_pcm`) first."""
         return self._mel.segment(count)
 
+    @property
+    def next_chunk_client_bytes(self) -> int | None:
+        """The client's audio (bytes, from the stream's first) once the next full chunk is
+        ready; None while finalizing."""
+        if self.finalizing:
+            return None
+        ready_at = self._ready_at - self._padding  # the padding lies before the chunk's end
+        return self._origin_bytes + 2 * ready_at
+
     def advance(self, count: int) -> None:
         """The next chunk, of `count` new frames, went to the model. `chunk_client_bytes`: how
         much of the client's audio (bytes, from the stream's first) had to arrive for this chunk
         to be ready, so a server can time the text it gives; None for a finalize's chunks, which
         the request made ready."""
-        ready_at = self._ready_at - self._padding  # the padding lies before the chunk's end
-        self.chunk_client_bytes = None if self.finalizing else self._origin_bytes + 2 * ready_at
+        self.chunk_client_bytes = self.next_chunk_client_bytes
         self._mel.advance(count)
         self.steps += 1
         self._next_chunk_at()

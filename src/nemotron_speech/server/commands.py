@@ -24,9 +24,12 @@ class StreamClosed:
 @dataclass(frozen=True)
 class Consumed:
     """The engine has run every byte of this stream's audio up to `total_bytes` (counted from
-    the stream's first byte) but less than one chunk: what the connection's bound subtracts."""
+    the stream's first byte) but less than one chunk: what the connection's bound subtracts.
+    `next_chunk_at`: the stream's byte count at which its next chunk is ready (None while it
+    finalizes), so the connection can hold audio short of it (`session.py`)."""
 
     total_bytes: int
+    next_chunk_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -338,7 +338,8 @@ class Scheduler:
             return
         if not self.engine.has_chunk(stream_id):
             stream.consumed_bytes = stream.fed_bytes
-            self._send(stream, Consumed(stream.fed_bytes))
+            next_chunk_at = self.engine.next_chunk_bytes(stream_id)
+            self._send(stream, Consumed(stream.fed_bytes, next_chunk_at))
 
     def _fail(self, stream_id: int | None) -> None:
         """End a stream after an internal error: tell the client, close with 1011, free it."""

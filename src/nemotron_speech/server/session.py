@@ -141,6 +141,9 @@ class Session:
         self._sent_bytes = 0  # audio passed to the engine
         self._arrivals = _Arrivals()
         self._consumed_bytes = 0  # ... of which the engine has consumed this much
+        self._held: list[bytes] = []  # audio short of the engine's next chunk (`_pass_audio`)
+        self._next_chunk_at: int | None = None  # audio that makes it ready; None: unknown
+        self._finals_due = 0  # finalizes asked for, not yet answered: `_next_chunk_at` is stale
         self._backpressured = False  # the reader is holding a frame until there is room
         self._wake_reader = asyncio.Event()  # audio consumed, or the stream is ending
 
@@ -167,7 +170,8 @@ class Session:
             self.state = State.CLOSING
             self._wake_reader.set()  # a frame held back by backpressure is dropped
             self._final_sent.clear()
-            self._inference.finalize(self._stream_id, reset=True)
+            self._release_audio()
+            self._finalize(reset=True)
             try:
                 await asyncio.wait_for(self._final_sent.wait(), timeout)
             except TimeoutError:
@@ -185,7 +189,7 @@ class Session:
                     if await self._room_for(len(message)):
                         self._sent_bytes += len(message)
                         self._arrivals.add(self._sent_bytes, loop.time())
-                        self._inference.feed(self._stream_id, message)
+                        self._pass_audio(message)
                     continue
                 try:
                     command = parse_client_message(message)
@@ -193,15 +197,36 @@ class Session:
                     self._metrics.client_errors.inc(label="bad_message")
                     self._outbox.put_nowait(Error(str(exc)))
                     continue
+                self._release_audio()  # what was held comes first
                 if isinstance(command, Finalize):
-                    self._inference.finalize(self._stream_id)
+                    self._finalize(reset=False)
                 elif isinstance(command, Reset) and not command.finalize:
                     self._inference.flush(self._stream_id)
                 else:  # a reset, or the end of the audio
-                    self._inference.finalize(self._stream_id, reset=True)
+                    self._finalize(reset=True)
         except ConnectionClosed as closed:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._metrics.client_errors.inc(label="too_big")
+
+    def _pass_audio(self, data: bytes) -> None:
+        """Give audio to the engine once its next chunk can use it. Audio short of that chunk
+        waits here and goes with the frame that completes it, at once: no chunk waits, and the
+        scheduler applies about one command per chunk instead of one per frame (8 for 20 ms
+        frames), whose cost bounded a server near 1,000 streams (docs/server.md)."""
+        self._held.append(data)
+        if self._next_chunk_at is None or self._sent_bytes >= self._next_chunk_at:
+            self._release_audio()
+
+    def _release_audio(self) -> None:
+        if self._held:
+            self._inference.feed(self._stream_id, b"".join(self._held))
+            self._held.clear()
+
+    def _finalize(self, reset: bool) -> None:
+        """Ask for a final; until it comes, the engine's next chunk is not where it said."""
+        self._next_chunk_at = None
+        self._finals_due += 1
+        self._inference.finalize(self._stream_id, reset=reset)
 
     async def _room_for(self, size: int) -> bool:
         """Wait, reading nothing, until `size` more bytes of audio fit under the bound (or
@@ -241,6 +266,8 @@ class Session:
         """The scheduler's events for this stream, on the event loop."""
         if isinstance(event, Consumed):
             self._consumed_bytes = event.total_bytes
+            if not self._finals_due:  # else it was measured before the finalize took effect
+                self._next_chunk_at = event.next_chunk_at
             self._arrivals.forget(event.total_bytes)  # the next chunk ends after it
             self._wake_reader.set()
             return
@@ -249,6 +276,8 @@ class Session:
             timed = _TimedInterim(event.transcript, at, event.ready_at, event.done_at)
             self._outbox.put_nowait(timed)
             return
+        if isinstance(event, Transcript) and event.finalize:
+            self._finals_due -= 1
         if isinstance(event, StreamClosed):  # the engine ended the stream: read nothing more
             self.state = State.CLOSING
             self._wake_reader.set()
