@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nemotron_speech.asr.transfer import to_device
+
 
 @dataclass
 class _Field:
@@ -29,6 +31,7 @@ class SlotStore:
         self._fields: dict[str, _Field] = {}
         self._free: list[int] = []
         self._capacity = 0
+        self._cleared: list[int] = []  # slots to set fresh before their state is next used
 
     def add(self, name: str, fresh: torch.Tensor, dim: int) -> None:
         """Register state whose value for a new stream is `fresh` (size 1 along `dim`); call
@@ -50,9 +53,20 @@ class SlotStore:
         self._free.append(slot)
 
     def clear(self, slot: int) -> None:
-        """Back to fresh state (a stream that finished an utterance)."""
+        """Back to fresh state (a stream that finished an utterance, or a new one). Done when
+        state is next gathered or scattered: one copy per field for every slot cleared since,
+        not one per slot (hundreds of streams end an utterance each second)."""
+        self._cleared.append(slot)
+
+    def _apply_clears(self) -> None:
+        if not self._cleared:
+            return
+        slots = to_device(self._cleared, self._device)
         for field in self._fields.values():
-            field.tensor.narrow(field.dim, slot, 1).copy_(field.fresh)
+            sizes = [-1] * field.fresh.dim()
+            sizes[field.dim] = len(self._cleared)
+            field.tensor.index_copy_(field.dim, slots, field.fresh.expand(*sizes))
+        self._cleared = []
 
     def fresh(self, names: tuple[str, ...], count: int) -> tuple[list[torch.Tensor], list[int]]:
         """`count` fresh states of each field (new tensors), and each field's slot dimension."""
@@ -64,6 +78,7 @@ class SlotStore:
         self, names: tuple[str, ...], slots: torch.Tensor, out: Sequence[torch.Tensor] | None = None
     ) -> list[torch.Tensor]:
         """The `slots`' state of each field, into new tensors or into `out` (one per name)."""
+        self._apply_clears()
         fields = [self._fields[name] for name in names]
         if out is None:
             return [field.tensor.index_select(field.dim, slots) for field in fields]
@@ -72,6 +87,7 @@ class SlotStore:
         return list(out)
 
     def scatter(self, names: tuple[str, ...], slots: torch.Tensor, values) -> None:
+        self._apply_clears()
         for name, value in zip(names, values, strict=True):
             field = self._fields[name]
             field.tensor.index_copy_(field.dim, slots, value.to(field.tensor.dtype))
