@@ -32,9 +32,13 @@ CHUNK_BYTES = 16000 * 2 // 2  # 0.5 s of audio: at least one full chunk at R=1
 IDLE = 1.0  # seconds the scheduler sits idle in the idle-spell test
 
 
-@pytest.fixture(scope="module")
-def engine(asr_model_path):
-    return AsrEngine(load_nemo_model(asr_model_path, device="cpu"), right_context=1)
+@pytest.fixture(scope="module", params=(False, True), ids=("stepped", "pipelined"))
+def engine(asr_model_path, request):
+    """The CPU engine, stepped as on a CPU, or pipelined as on a GPU (each step launched before
+    the one before is finished: on a CPU the launch computes it, which the order does not see)."""
+    engine = AsrEngine(load_nemo_model(asr_model_path, device="cpu"), right_context=1)
+    engine.launches_ahead = request.param
+    return engine
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,10 @@ class AsrEngine:
         self._streams: dict[int, StreamState] = {}
         self._next_id = 1
         self._launched: deque[LaunchedStep] = deque()  # steps not yet finished, oldest first
+        # a launch returns before the device has run the step (CUDA graphs: no host wait in
+        # it), so launching the next step before finishing this one overlaps host and device;
+        # elsewhere a launch runs the whole step, and finishing first gives results a step sooner
+        self.launches_ahead = bool(self._graphed)
         self.last_step = StepInfo(0, 0, 0.0)
 
     @classmethod

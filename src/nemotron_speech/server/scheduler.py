@@ -3,9 +3,14 @@
 The engine is synchronous and not thread-safe, and a model step takes milliseconds to tens of
 milliseconds, so it never runs on the event loop (`inference.py` puts the scheduler on a thread,
 or in a process of its own). Connections send it commands; it applies every queued command, then
-runs ONE `engine.step()` over all streams that have a full chunk (so all connections' audio is
-batched into one model call), hands the step's events back in one call, and repeats. While the
-engine has no work it sleeps until a command comes.
+launches ONE engine step over all streams that have a full chunk (so all connections' audio is
+batched into one model call), finishes the step launched before it, hands that step's events
+back in one call, and repeats. So the host applies commands and prepares a step while the GPU
+computes the previous one (at 1,024 streams the two took about equal time, one after the
+other); with nothing more to launch the step in flight is finished at once, so a lone stream
+waits no longer. Where a launch computes the whole step (a CPU engine, `launches_ahead` False)
+each step is finished as soon as it is launched: there is nothing to overlap, and waiting for
+the next launch would only delay its results by a step. While the engine has no work it sleeps until a command comes.
 
 Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
 the scheduler waits for more chunks to join a step, but never longer than `batch_wait` past the
@@ -25,7 +30,9 @@ without waiting for the previous final.
 
 Backpressure: the scheduler tells each connection how much of its audio the engine has consumed
 (`Consumed`, sent whenever a stream has caught up: less than one chunk of its audio left), so the
-connection can stop reading a client that is at its bound and resume once this arrives.
+connection can stop reading a client that is at its bound and resume once this arrives. It also
+says at which byte the stream's next chunk is ready, so the connection can hold audio short of
+it and send about one `Feed` per chunk (`session.py`).
 
 Commands and events (`commands.py`) are small picklable dataclasses, so the same messages cross
 a thread's queue or a process's pipe.
@@ -255,13 +262,16 @@ class Scheduler:
 
     def _step(self) -> None:
         """Launch an engine step over every ready stream, then finish the step launched before
-        it: the device computed that one while the host applied commands and prepared this."""
+        it: the device computed that one while the host applied commands and prepared this.
+        An engine whose launch runs the whole step (on a CPU) has its step finished at once."""
         started = time.perf_counter()
         try:
             launched = self._launch(None, started)
             previous, self._launched = self._launched, launched
             if previous is not None:
                 self._finish(previous)
+            if not self.engine.launches_ahead:  # the launch ran the whole step: report it now
+                self._finish_launched()
         finally:
             self._stepped(started)
 
