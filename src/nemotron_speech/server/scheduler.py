@@ -10,7 +10,8 @@ computes the previous one (at 1,024 streams the two took about equal time, one a
 other); with nothing more to launch the step in flight is finished at once, so a lone stream
 waits no longer. Where a launch computes the whole step (a CPU engine, `launches_ahead` False)
 each step is finished as soon as it is launched: there is nothing to overlap, and waiting for
-the next launch would only delay its results by a step. While the engine has no work it sleeps until a command comes.
+the next launch would only delay its results by a step. While the engine has no work it sleeps
+until a command comes.
 
 Scheduling, by deadline: a GPU step costs about the same for one stream as for a hundred, so
 the scheduler waits for more chunks to join a step, but never longer than `batch_wait` past the
