@@ -10,6 +10,8 @@ size passes through 3, 5 and 6 (buckets 4 and 8 with CUDA graphs), steps that mi
 later chunks make two model calls, and a reset's last chunk (shorter: padded in time) shares a
 call with full chunks. Each stream is then replayed alone on the same engine
 with the same ticks; what it reports (every interim and final, with its tick) must not change.
+Pipelined (`run(..., pipelined=True)`), each tick launches its step and then finishes the
+previous tick's, as the server steps on a GPU.
 """
 
 from __future__ import annotations

@@ -151,3 +151,13 @@ async def served(model: Path, **options) -> AsyncIterator[AsrServer]:
 
 def url(server: AsrServer) -> str:
     return f"ws://127.0.0.1:{server.port}"
+
+
+async def flushed(client: AsrClient) -> None:
+    """Flush and wait for the answer: then every frame sent before is in the engine (a session
+    holds audio short of a chunk until something like this asks for it)."""
+    await client.flush()
+    async for event in client:
+        if isinstance(event, Transcript) and event.is_final and not event.finalize:
+            return
+    raise AssertionError(f"closed before the flush's answer: {client.close_code}")

@@ -18,6 +18,8 @@ from nemotron_speech.server.commands import (
     Consumed,
     Feed,
     Finalize,
+    Flush,
+    Interim,
     Open,
     Opened,
     Stop,
@@ -56,6 +58,7 @@ class Script:
         self.drains = 0  # calls that must not wait: one after every step
         self.events: list[tuple[int, object]] = []
         self.streams: dict[int, int] = {}  # key -> stream id, from the Opened events
+        self.stop_when_drained = False  # Stop comes right after a step, not after a wait
 
     def post(self, events) -> None:
         for key, event in events:
@@ -66,7 +69,7 @@ class Script:
     def receive(self, timeout: float) -> list:
         if timeout == 0:  # the drain after a step: nothing arrives during one here
             self.drains += 1
-            return []
+            return [Stop()] if self.stop_when_drained and not self.batches else []
         self.timeouts.append(timeout)
         if not self.batches:
             return [Stop()]
@@ -169,3 +172,60 @@ def test_too_much_audio_during_a_reset_ends_the_stream_with_1008(engine, audio):
         StreamClosed(CloseCode.POLICY_VIOLATION, "audio buffer full"),
     ]
     assert not any(isinstance(event, Transcript) and event.finalize for event in events)
+
+
+def test_commands_replayed_after_a_final_keep_other_streams_results_in_order(engine, audio):
+    """A flush that waited for a stream's final runs once the step that delivered the final is
+    out: pipelined, it finishes the step in flight, whose results must not land in the middle
+    of that step's (stream 1's interims would then arrive out of order)."""
+
+    def together(script: Script) -> list:
+        a, b = script.streams[0], script.streams[1]
+        return [Feed(b, audio), Feed(a, audio[:4000]), Finalize(a, False, time.perf_counter()),
+                Flush(a)]  # fmt: skip
+
+    script = run(engine, Script([Open(0), Open(1)], together))
+    at = [e.audio_bytes for key, e in script.events if key == 1 and isinstance(e, Interim)]
+    assert len(at) >= 2 and at == sorted(at)
+    answers = [event for key, event in script.events if key == 0 and isinstance(event, Transcript)]
+    assert [event.finalize for event in answers] == [True, False]  # the final, then the flush's
+
+
+def test_a_stop_with_a_step_in_flight_posts_that_steps_results(engine, audio):
+    """Stop arriving right after a step was launched: the step is finished and its results
+    posted before `serve` returns (finals on shutdown depend on it)."""
+
+    def first_chunk(script: Script) -> list:  # exactly: the stream then has caught up
+        stream_id = script.streams[0]
+        return [Feed(stream_id, audio[: engine.next_chunk_bytes(stream_id)])]
+
+    script = Script([Open(0)], first_chunk)
+    script.stop_when_drained = True
+    run(engine, script)
+    assert script.drains == 1 and len(script.timeouts) == 2  # it stopped at the first drain
+    assert Consumed in script.kinds(0)
+
+
+@pytest.mark.parametrize("half", ("launch", "finish"))
+def test_an_engine_failure_in_either_half_of_a_step_fails_its_streams_only(
+    engine, audio, monkeypatch, half
+):
+    """The engine raising in a launch or in a finish ends every stream it had with 1011 and the
+    scheduler goes on: a stream opened afterwards is served."""
+    real = getattr(engine, half)
+    calls = []
+
+    def failing_once(*args, **kwargs):
+        calls.append(half)
+        if len(calls) == 1:
+            if half == "finish":
+                real(*args, **kwargs)  # keep the engine's own order of launches
+            raise RuntimeError("injected engine fault")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, half, failing_once)
+    chunk = audio[:CHUNK_BYTES]
+    script = run(engine, Script([Open(0)], feed(0, chunk), [Open(1)], feed(1, chunk)))
+    closed = [e for k, e in script.events if k == 0 and isinstance(e, StreamClosed)]
+    assert [e.code for e in closed] == [CloseCode.INTERNAL_ERROR]
+    assert StreamClosed not in script.kinds(1) and Consumed in script.kinds(1)

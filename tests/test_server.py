@@ -17,6 +17,7 @@ import websockets
 from server_fixtures import (
     TOKEN,
     events_until_final,
+    flushed,
     frames,
     pcm16,
     running_server,
@@ -319,6 +320,7 @@ async def test_loading_then_sigterm_finalizes_open_streams(asr_model_path, tmp_p
         clients = [await AsrClient.connect(server.url) for _ in range(2)]
         for client, index in zip(clients, (9, 10), strict=True):
             await send(client, audio[index])
+            await flushed(client)
         server.wait_for_metric("asr_audio_seconds_total", (len(audio[9]) + len(audio[10])) / 32000)
         server.process.send_signal(signal.SIGTERM)
         for client, index in zip(clients, (9, 10), strict=True):

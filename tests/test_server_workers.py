@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from server_fixtures import events_until_final, frames, pcm16, running_server, transcribe
+from server_fixtures import (
+    events_until_final,
+    flushed,
+    frames,
+    pcm16,
+    running_server,
+    transcribe,
+)
 
 from nemotron_speech.child_server import ServerStartError
 from nemotron_speech.client import AsrClient, AsrConnectionError
@@ -185,6 +192,7 @@ async def test_sigterm_to_every_process_still_finalizes_every_stream(
         for client, clip in zip(clients, audio, strict=False):
             for frame in frames(clip):
                 await client.send_audio(frame)
+            await flushed(client)
         seconds = sum(len(clip) for clip in audio[:6]) / 32000
         server.wait_for_metric("asr_audio_seconds_total", seconds)
         os.killpg(server.process.pid, signal.SIGTERM)  # as systemd stops it: every process

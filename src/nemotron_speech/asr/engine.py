@@ -219,7 +219,8 @@ class AsrEngine:
         self._slots.release(stream.slot)
 
     def has_work(self) -> bool:
-        """True when `step()` would run the model or deliver a final."""
+        """True when `step()` would run the model or deliver a final (with no step in flight:
+        a final due then waits for `finish`)."""
         # `finalizing` first: the check runs for every open stream, and most are not
         return any(
             (s.finalizing and s.needs_final()) or s.has_chunk() for s in self._streams.values()

@@ -35,7 +35,7 @@ class HostCopy:
             for t in tensors
         ]
         self._copied = torch.cuda.Event()
-        self._copied.record()
+        self._copied.record(torch.cuda.current_stream(tensors[0].device))  # where they copy
 
     def get(self) -> list[torch.Tensor]:
         if self._copied is not None:

@@ -327,13 +327,19 @@ class Scheduler:
             self._metrics.steps.inc()
             self._metrics.batch_size.observe(info.batch_size)
             self._metrics.step_seconds.observe(info.seconds)
+        finalized = []
         for result in results:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
                 ready_at = launched.ready_at.get(result.stream_id)
                 self._deliver(stream, result, ready_at, done)
+                finalized += [stream] if result.is_final else []
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
+        # what waited for a final runs once the whole step is out: a flush among it finishes
+        # the step in flight, whose results must not come between this step's
+        for stream in finalized:
+            self._replay_deferred(stream)
         return info.batch_size
 
     def _engine_failed(self) -> None:
@@ -381,6 +387,9 @@ class Scheduler:
             )
         stream.finalize_requested_at, stream.resetting = None, False
         self._finalizing.discard(result.stream_id)
+
+    def _replay_deferred(self, stream: _Stream) -> None:
+        """Apply the commands that waited for the stream's final (see the module's ordering)."""
         deferred, stream.deferred, stream.deferred_bytes = stream.deferred, [], 0
         for command in deferred:
             self._apply(command)
