@@ -265,7 +265,7 @@ class Scheduler:
         """Launch an engine step over every ready stream, then finish the step launched before
         it: the device computed that one while the host applied commands and prepared this.
         An engine whose launch runs the whole step (on a CPU) has its step finished at once."""
-        started = time.perf_counter()
+        started, stepped = time.perf_counter(), self._step_time
         try:
             launched = self._launch(None, started)
             previous, self._launched = self._launched, launched
@@ -274,32 +274,34 @@ class Scheduler:
             if not self.engine.launches_ahead:  # the launch ran the whole step: report it now
                 self._finish_launched()
         finally:
-            self._stepped(started)
+            self._stepped(started, stepped)
 
     def _step_alone(self, stream_id: int) -> bool:
         """Run one step of `stream_id` only, start to end; False if it ran none."""
-        started = time.perf_counter()
+        started, stepped = time.perf_counter(), self._step_time
         try:
             launched = self._launch((stream_id,), started)
             return launched is not None and self._finish(launched) > 0
         finally:
-            self._stepped(started)
+            self._stepped(started, stepped)
 
     def _finish_launched(self) -> None:
         """Finish the step in flight, if any."""
         launched, self._launched = self._launched, None
         if launched is not None:
-            started = time.perf_counter()
+            started, stepped = time.perf_counter(), self._step_time
             try:
                 self._finish(launched)
             finally:
-                self._stepped(started)
+                self._stepped(started, stepped)
 
-    def _stepped(self, started: float) -> None:
-        """Count a step's time since `started` and post its events."""
-        self._account("step", started)
+    def _stepped(self, started: float, stepped: float) -> None:
+        """Count the time since `started` as step time, less that of the steps run inside it
+        (a flush's, counted already; `stepped`: `_step_time` at `started`), and post events."""
+        nested = self._step_time - stepped
+        self._metrics.scheduler_seconds.inc(time.perf_counter() - started - nested, label="step")
         self._post()
-        self._step_time += time.perf_counter() - started
+        self._step_time = stepped + time.perf_counter() - started
 
     def _launch(self, only: tuple[int, ...] | None, started: float) -> _Launched | None:
         """Launch an engine step; None (every stream failed) if the engine failed."""
