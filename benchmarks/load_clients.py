@@ -47,6 +47,16 @@ def load_utterances() -> list[Utterance]:
     return utterances
 
 
+def timed_packet(available_after: dict[str, int], text: str, latest: int) -> int | None:
+    """The packet after which an interim's `text` was available in the solo run, if its lag can
+    be timed from it: None for a text the solo run never showed, and for one it showed before
+    the sentence's latest timed interim (`latest`; -1 at the start). Random weights near logit
+    ties can send a text that goes back to an earlier one; timed from that earlier packet it
+    would read as up to a sentence of lag that no audio waited for."""
+    packet = available_after.get(text)
+    return None if packet is None or packet < latest else packet
+
+
 class ClientStats:
     def __init__(self) -> None:
         self.lag: list[float] = []
@@ -57,6 +67,7 @@ class ClientStats:
         self.errors: list[str] = []
         self.interims = 0
         self.unmatched = 0  # interims whose text the calibration pass never saw
+        self.behind = 0  # interims whose text the solo run had before an earlier interim's
         self.tokens = 0  # of the finalized sentences, streamed alone
         self.samples = 0
 
@@ -99,7 +110,7 @@ async def run_client(
     final = asyncio.Event()
     sent_at: list[float] = []  # send time of each packet of the current sentence
     lag: list[float] = []  # of the current sentence's interims
-    current = {"utterance": utterances[0], "end_sent": 0.0}
+    current = {"utterance": utterances[0], "end_sent": 0.0, "latest": -1}
 
     async def receive() -> None:
         async for event in client:
@@ -109,9 +120,11 @@ async def run_client(
                 stats.errors.append(event.message)
             elif not event.is_final:
                 stats.interims += 1
-                packet = utterance.available_after.get(event.text)
-                stats.unmatched += packet is None
+                packet = timed_packet(utterance.available_after, event.text, current["latest"])
+                stats.unmatched += event.text not in utterance.available_after
+                stats.behind += packet is None and event.text in utterance.available_after
                 if packet is not None and packet < len(sent_at):
+                    current["latest"] = packet
                     lag.append(now - sent_at[packet])
             elif event.finalize:
                 stats.finalize.append(now - current["end_sent"])
@@ -131,6 +144,7 @@ async def run_client(
             index += 1
             sent_at.clear()
             lag.clear()
+            current["latest"] = -1
             start = time.perf_counter()
             for k, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
                 await asyncio.sleep(max(0.0, start + k * PACKET_S - time.perf_counter()))

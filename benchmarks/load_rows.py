@@ -69,6 +69,7 @@ def run_level(args, url: str, n: int, pid: int | None, utterances: list[Utteranc
         "errors": sum(len(s.errors) for s in stats),
         "interims": sum(s.interims for s in stats),
         "unmatched_interims": sum(s.unmatched for s in stats),
+        "behind_interims": sum(s.behind for s in stats),
         **emission(tokens, samples, args.full_size),
         **cpu,
         "server_cpu_percent_per_stream": (
@@ -203,5 +204,10 @@ def print_row(row: dict, header: bool) -> None:
         print_summary(row["profile"])
     if row["unmatched_interims"]:
         print(f"{row['unmatched_interims']} interims had a text the calibration pass never saw")
+    if row["behind_interims"]:
+        print(
+            f"{row['behind_interims']} interims went back to a text the solo run showed before "
+            "an earlier interim's (not timed)"
+        )
     if not row["valid"]:
         print(invalid_note(row), flush=True)

@@ -10,7 +10,10 @@ sentence it sends `end` and waits for the final. Per N it reports:
 - lag: for every interim, arrival time minus the send time of the packet after which that text
   was available. A calibration pass (one client, a flush after every packet, before the
   load) finds that packet for each text; batching gives the same texts at any load. Interims
-  whose text that pass never saw are counted (`unmatched_interims`); a model that emits
+  whose text that pass never saw are counted (`unmatched_interims`), and so are those whose
+  text it saw before an earlier interim's of the same sentence (`behind_interims`: random
+  weights going back to an earlier text; timed, they read as up to a sentence of lag that no
+  audio waited for, 2026-11-30); neither is timed. A model that emits
   nothing sends no interims, and the lag is then reported as missing, not as a number.
   The server's own lag (`asr_interim_lag_seconds`: frame that made a chunk ready arrived ->
   its interim sent) is reported beside it from /metrics, with no text matching.
