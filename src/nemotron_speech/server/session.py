@@ -138,7 +138,7 @@ class Session:
         self._stream_id: int | None = None
         self._final_sent = asyncio.Event()  # set after each final is written
         self._last_message = 0.0  # loop time of the last message received
-        self._sent_bytes = 0  # audio passed to the engine
+        self._sent_bytes = 0  # audio read for the engine (passed on, or in `_held`)
         self._arrivals = _Arrivals()
         self._consumed_bytes = 0  # ... of which the engine has consumed this much
         self._held: list[bytes] = []  # audio short of the engine's next chunk (`_pass_audio`)
