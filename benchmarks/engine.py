@@ -153,7 +153,7 @@ def calibrate(args, engine: AsrEngine, variant: str, audio: np.ndarray) -> dict:
     speech every timed stream reads, in pieces as long as a real-time stream; and what it emits
     with it. A trained model is left as it is."""
     if not args.full_size:
-        return {"blank_bias": 0.0}
+        return {"blank_bias": 0.0, "joint_draw": 0}
     segments = calibration_segments(audio, seconds=args.realtime_seconds + args.realtime_settle)
     calibration = calibrate_blank_bias(engine, segments, args.tokens_per_frame)
     print(f"{variant} R={engine.right_context} calibration: {calibration}", flush=True)
@@ -247,7 +247,7 @@ def run_variant(
             simulated = real_time_lags_in_processes(
                 args.model_file,
                 {"device": args.device, "right_context": right_context, **VARIANTS[variant]},
-                summary["calibration"]["blank_bias"],
+                summary["calibration"],
                 processes,
                 streams,
                 audio,

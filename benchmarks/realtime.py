@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.random_weights import set_blank_bias
+from benchmarks.random_weights import apply_calibration
 from nemotron_speech.asr import AsrEngine
 from nemotron_speech.asr.model import load_nemo_model
 from nemotron_speech.protocol import SAMPLE_RATE
@@ -107,11 +107,11 @@ def real_time_lags(
     return RealTimeRun(lags, batches, finish(engine, ids), sum(sent) * packet)
 
 
-def _worker(model_path, options, blank_bias, seed, streams, audio, seconds, settle, barrier, out):
+def _worker(model_path, options, calibration, seed, streams, audio, seconds, settle, barrier, out):
     torch.set_num_threads(1)
     options = dict(options)
     model = load_nemo_model(model_path, device=options.pop("device"))
-    set_blank_bias(model, blank_bias)  # the variant's calibration, made in the parent
+    apply_calibration(model, calibration)  # the variant's, made in the parent
     engine = AsrEngine(model, max_buffered_seconds=300, **options)
     engine.warmup()
     barrier.wait()  # every process simulates over the same wall-clock window
@@ -124,7 +124,7 @@ def _worker(model_path, options, blank_bias, seed, streams, audio, seconds, sett
 def real_time_lags_in_processes(
     model_path: Path,
     options: dict,
-    blank_bias: float,
+    calibration: dict,
     processes: int,
     streams: int,
     audio: np.ndarray,
@@ -132,7 +132,7 @@ def real_time_lags_in_processes(
     settle: float,
 ) -> RealTimeRun:
     """`real_time_lags` over `processes` engine processes (loaded from `model_path` with
-    `options`, which name the device, and `blank_bias` added to the joint) sharing `streams`;
+    `options`, which name the device, and the variant's `calibration` applied) sharing `streams`;
     its peak GPU memory is their sum in GB."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
@@ -144,7 +144,7 @@ def real_time_lags_in_processes(
             args=(
                 model_path,
                 options,
-                blank_bias,
+                calibration,
                 n,
                 share,
                 audio,

@@ -161,7 +161,8 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
         calibration = calibrate_blank_bias(engine, [u.samples for u in utterances])
         print(f"calibration at {args.precision}: {calibration}", flush=True)
         args.model_description = (
-            f"full-size architecture, random weights, blank bias {calibration['blank_bias']} "
+            f"full-size architecture, random weights (joint output draw "
+            f"{calibration['joint_draw']}), blank bias {calibration['blank_bias']} "
             f"for ~0.3 tokens per 80 ms frame on the test sentences at R={args.right_context}, "
             f"{args.precision}"
         )

@@ -14,8 +14,10 @@ import torch
 from benchmarks.common import TINY_MODEL, percentile, process_tree_cpu_seconds, speech_audio
 from benchmarks.random_weights import (
     FRAME_SAMPLES,
+    apply_calibration,
     calibrate_blank_bias,
     calibration_segments,
+    draw_joint_output,
     emission,
     search_bias,
 )
@@ -108,3 +110,25 @@ def test_calibration_bisects_on_the_engine_it_is_given():
     assert calibration["converged"] and abs(calibration["tokens_per_frame"] - 0.3) <= 0.03
     assert calibration["blank_bias"] > 0  # ... until the blank logit is raised
     assert rate() == pytest.approx(calibration["tokens_per_frame"], abs=1e-3)  # bias stays set
+
+
+def test_a_calibration_that_cannot_reach_its_target_tries_other_joint_draws_and_is_reproducible():
+    """An unreachable target (no bias makes the test model emit 9 tokens per frame): every
+    joint output draw is searched and the closest kept; a copy of the model saved before the
+    calibration and given it, as an engine process is, has exactly the calibrated joint; and
+    the draws are distinct layers, the same in every process."""
+    model = load_nemo_model(TINY_MODEL, device="cpu")
+    saved = load_nemo_model(TINY_MODEL, device="cpu")  # the same weights, as an engine process
+    engine = AsrEngine(model, right_context=1)
+    segments = calibration_segments(speech_audio(), count=1, seconds=1)
+    calibration = calibrate_blank_bias(engine, segments, 9.0, rounds=2, draws=3)
+    assert not calibration["converged"]
+    assert [len(tried) for tried in calibration["tried"]] == [2, 2, 2]
+    apply_calibration(saved, calibration)
+    calibrated, given = model.joint.joint_net[-1], saved.joint.joint_net[-1]
+    assert torch.equal(calibrated.weight, given.weight) and torch.equal(calibrated.bias, given.bias)
+    weights = []
+    for draw in (1, 2, 1):
+        draw_joint_output(saved, draw)
+        weights.append(saved.joint.joint_net[-1].weight.clone())
+    assert torch.equal(weights[0], weights[2]) and not torch.equal(weights[0], weights[1])
