@@ -30,13 +30,19 @@ async def test_audio_short_of_a_chunk_waits_for_the_frame_that_completes_it(
 ):
     """Real-time frames of odd size, two utterances with a flush in the first, a reset between
     them and the end after: the engine is fed about once per chunk (at most the chunks, plus
-    each utterance's first chunk frame by frame, plus one release per flush or finalize), every
-    byte arrives, the flush answers with a prefix of the sentence, and every final is the
-    sentence (held audio goes first)."""
+    each utterance's first chunk frame by frame, plus one release per flush or finalize), no
+    feed held a frame past the one that made a chunk ready, every byte arrives, the flush
+    answers with a prefix of the sentence, and every final is the sentence (held audio goes
+    first)."""
     feeds: list[int] = []
+    held_past_a_chunk: list[tuple[int, int, int]] = []  # (bytes fed before, fed, chunk ready at)
     feed = AsrEngine.feed
 
     def counted_feed(self, stream_id: int, data: bytes) -> None:
+        before, ready_at = self._stream(stream_id).client_bytes, self.next_chunk_bytes(stream_id)
+        # all but the last frame of a feed were short of the next chunk: none waited past it
+        if ready_at is not None and before + len(data) - FRAME >= ready_at:
+            held_past_a_chunk.append((before, len(data), ready_at))
         feeds.append(len(data))
         feed(self, stream_id, data)
 
@@ -55,7 +61,7 @@ async def test_audio_short_of_a_chunk_waits_for_the_frame_that_completes_it(
             await (client.reset() if n == 0 else client.end())
             assert (await answer(client, finalize=True)).text == SENTENCES[5 + n]
     total = sum(map(len, clips))
-    assert sum(feeds) == total
+    assert sum(feeds) == total and not held_past_a_chunk, held_past_a_chunk
     releases = 3  # the flush's and each finalize's
     bound = total / CHUNK_BYTES + len(clips) * FIRST_CHUNK_FRAMES + releases
     assert len(feeds) <= bound, (len(feeds), bound, total / FRAME)
