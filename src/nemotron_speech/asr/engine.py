@@ -266,9 +266,9 @@ class AsrEngine:
                 stream.advance(count)
                 stream.in_flight += 1
         audio_bytes = [stream.chunk_client_bytes for stream in ready]
-        labels = HostCopy(labels)
+        to_host = HostCopy(labels)  # queued now: its copies count in the launch's time
         seconds = time.perf_counter() - started
-        launched = LaunchedStep(ready, audio_bytes, groups, labels, finals, seconds)
+        launched = LaunchedStep(ready, audio_bytes, groups, to_host, finals, seconds)
         self._launched.append(launched)
         return launched
 

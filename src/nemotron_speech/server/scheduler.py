@@ -265,43 +265,38 @@ class Scheduler:
         """Launch an engine step over every ready stream, then finish the step launched before
         it: the device computed that one while the host applied commands and prepared this.
         An engine whose launch runs the whole step (on a CPU) has its step finished at once."""
-        started, stepped = time.perf_counter(), self._step_time
-        try:
+        with self._stepping() as started:
             launched = self._launch(None, started)
             previous, self._launched = self._launched, launched
             if previous is not None:
                 self._finish(previous)
             if not self.engine.launches_ahead:  # the launch ran the whole step: report it now
                 self._finish_launched()
-        finally:
-            self._stepped(started, stepped)
 
     def _step_alone(self, stream_id: int) -> bool:
         """Run one step of `stream_id` only, start to end; False if it ran none."""
-        started, stepped = time.perf_counter(), self._step_time
-        try:
+        with self._stepping() as started:
             launched = self._launch((stream_id,), started)
             return launched is not None and self._finish(launched) > 0
-        finally:
-            self._stepped(started, stepped)
 
     def _finish_launched(self) -> None:
         """Finish the step in flight, if any."""
         launched, self._launched = self._launched, None
         if launched is not None:
-            started, stepped = time.perf_counter(), self._step_time
-            try:
+            with self._stepping():
                 self._finish(launched)
-            finally:
-                self._stepped(started, stepped)
 
-    def _stepped(self, started: float, stepped: float) -> None:
-        """Count the time since `started` as step time, less that of the steps run inside it
-        (a flush's, counted already; `stepped`: `_step_time` at `started`), and post events."""
-        nested = self._step_time - stepped
-        self._metrics.scheduler_seconds.inc(time.perf_counter() - started - nested, label="step")
-        self._post()
-        self._step_time = stepped + time.perf_counter() - started
+    @contextlib.contextmanager
+    def _stepping(self):
+        """Count the time inside as step time, less that of the steps run inside it (a flush's,
+        counted already), and post the step's events; yields when it began."""
+        started, stepped = time.perf_counter(), self._step_time
+        try:
+            yield started
+        finally:
+            self._account("step", started + self._step_time - stepped)
+            self._post()
+            self._step_time = stepped + time.perf_counter() - started
 
     def _launch(self, only: tuple[int, ...] | None, started: float) -> _Launched | None:
         """Launch an engine step; None (every stream failed) if the engine failed."""
@@ -335,7 +330,8 @@ class Scheduler:
             if stream is not None:
                 ready_at = launched.ready_at.get(result.stream_id)
                 self._deliver(stream, result, ready_at, done)
-                finalized += [stream] if result.is_final else []
+                if result.is_final:
+                    finalized.append(stream)
         for stream_id in info.stream_ids:
             self._report_consumed(stream_id)
         # what waited for a final runs once the whole step is out: a flush among it finishes
