@@ -78,11 +78,12 @@ def agreement(reference: list[tuple[int, ...]], tokens: list[tuple[int, ...]]) -
 
 def build_model(args, work: Path):
     if args.full_size:
+        model, checksum = full_size(work, args.device)
         description = (
-            "full-size architecture, random weights, blank bias calibrated per variant and right "
-            f"context for ~{args.tokens_per_frame} tokens per 80 ms frame"
+            f"full-size architecture, random weights (sha256 {checksum}), blank bias calibrated "
+            f"per variant and right context for ~{args.tokens_per_frame} tokens per 80 ms frame"
         )
-        return full_size(work, args.device), description
+        return model, description
     path = Path(args.model or TINY_MODEL)
     model = load_nemo_model(path, device=args.device)
     return model, path.name

@@ -166,12 +166,13 @@ def apply_calibration(model, calibration: dict, own: dict | None = None) -> None
 
 
 def full_size(work: Path, device: str):
-    """The full-size architecture, random weights, on `device` (calibrate it per engine)."""
-    from nemotron_speech.testing.make_model import build_full_size
+    """The full-size architecture, random weights (seeded: the same on every machine start), on
+    `device` (calibrate it per engine); and the weights' checksum, for the run's record."""
+    from nemotron_speech.testing.make_model import build_full_size, weights_sha256
 
     model = build_full_size(work).eval()
     configure_decoding(model)
-    return model.to(torch.device(device))
+    return model.to(torch.device(device)), weights_sha256(model)
 
 
 def restorer(model):

@@ -145,7 +145,7 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
     from nemotron_speech.asr.model import load_nemo_model
 
     if args.full_size:
-        model = full_size(work, args.device)
+        model, checksum = full_size(work, args.device)
     else:
         model = load_nemo_model(args.model, device=args.device)
     restore = restorer(model)
@@ -161,7 +161,7 @@ def solo_runs(args, work: Path, utterances: list[Utterance]) -> None:
         calibration = calibrate_blank_bias(engine, [u.samples for u in utterances])
         print(f"calibration at {args.precision}: {calibration}", flush=True)
         args.model_description = (
-            f"full-size architecture, random weights (joint output draw "
+            f"full-size architecture, random weights (sha256 {checksum}, joint output draw "
             f"{calibration['joint_draw']}), blank bias {calibration['blank_bias']} "
             f"for ~0.3 tokens per 80 ms frame on the test sentences at R={args.right_context}, "
             f"{args.precision}"

@@ -91,3 +91,22 @@ def test_check_command_rebuilds_the_committed_model(asr_model_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the rebuild matches the record" in result.stdout
+
+
+def test_seeded_random_weights_are_the_same_on_every_build(tmp_path):
+    """The benchmarks' full-size random weights are seeded this way: two builds (as on two
+    machine starts) give the same weights, another seed others, and the global generator is
+    left where it was (the test model's training draws from it next)."""
+    import torch
+
+    from nemotron_speech.testing.make_model import build_untrained, tokenizer_corpus
+
+    corpus = tokenizer_corpus(96)
+    state = torch.random.get_rng_state()
+    builds = []
+    for n, seed in enumerate([7, 7, 8]):
+        (tmp_path / str(n)).mkdir()
+        builds.append(build_untrained(corpus, tmp_path / str(n), seed=seed))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    checksums = [weights_sha256(model) for model in builds]
+    assert checksums[0] == checksums[1] != checksums[2]

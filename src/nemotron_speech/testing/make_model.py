@@ -178,12 +178,20 @@ def tokenizer_corpus(vocab_size: int) -> list[str]:
 
 def build_full_size(work_dir: Path):
     """The production-size architecture (~0.6 B parameters) with random weights, for timing: its
-    compute equals a trained model's. Check it against a real `model_config.yaml` when you can."""
-    return build_untrained(tokenizer_corpus(1024), work_dir, vocab_size=1024, **FULL_SIZE)
+    compute equals a trained model's. Check it against a real `model_config.yaml` when you can.
+    Seeded: benchmark runs on separate machine starts time the same weights (unseeded, each
+    start calibrated other weights to another bias and emission, H200, 2026-11-30)."""
+    return build_untrained(
+        tokenizer_corpus(1024), work_dir, vocab_size=1024, seed=SEED, **FULL_SIZE
+    )
 
 
-def build_untrained(corpus_lines: list[str], work_dir: Path, vocab_size: int = 96, **arch):
-    """Train the tokenizer on `corpus_lines` and instantiate a model with random weights."""
+def build_untrained(
+    corpus_lines: list[str], work_dir: Path, vocab_size: int = 96, seed: int | None = None, **arch
+):
+    """Train the tokenizer on `corpus_lines` and instantiate a model with random weights: drawn
+    from `seed` without touching torch's global generator, or (None) from that generator."""
+    import torch
     from nemo.collections.asr.models import EncDecRNNTBPEModel
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
     from omegaconf import OmegaConf
@@ -198,7 +206,12 @@ def build_untrained(corpus_lines: list[str], work_dir: Path, vocab_size: int = 9
         tokenizer_type="bpe",
         output_dir=str(work_dir),
     )
-    return EncDecRNNTBPEModel(cfg=OmegaConf.create(model_config(str(work_dir), **arch)))
+    config = OmegaConf.create(model_config(str(work_dir), **arch))
+    if seed is None:
+        return EncDecRNNTBPEModel(cfg=config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return EncDecRNNTBPEModel(cfg=config)
 
 
 def weights_sha256(model) -> str:
