@@ -1,5 +1,5 @@
-"""The clients of `server_load`: the test sentences, the calibration pass that learns when each
-interim text becomes available, and the clients that stream the sentences at real time.
+"""The clients of `server_load`: the test sentences, the solo pass that learns each one's final
+alone, and the clients that stream the sentences at real time and time every answer.
 
 Kept apart from the rows and the command line because `--client-processes` runs `client_group`
 in spawned processes: what they import and pickle (`Utterance`, `ClientStats`) lives here.
@@ -8,15 +8,16 @@ in spawned processes: what they import and pickle (`Utterance`, `ClientStats`) l
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from benchmarks.common import SPEECH
 from nemotron_speech.client import AsrClient
-from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH, Transcript
+from nemotron_speech.protocol import BYTES_PER_MS, SAMPLE_RATE, SAMPLE_WIDTH, Transcript
 
 PACKET_S = 0.02
 PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
@@ -26,8 +27,7 @@ PACKET_BYTES = int(SAMPLE_RATE * PACKET_S) * SAMPLE_WIDTH
 class Utterance:
     audio: bytes
     text: str
-    available_after: dict[str, int] = field(default_factory=dict)  # interim -> packet index
-    final: str = ""  # the final of this sentence streamed alone (calibration)
+    final: str = ""  # the final of this sentence streamed alone (`solo_finals`)
     tokens: int = 0  # ... and its token count, from an in-process engine of the same kind
     solo_final: str = ""  # ... and that engine's final (must equal `final`)
 
@@ -47,14 +47,31 @@ def load_utterances() -> list[Utterance]:
     return utterances
 
 
-def timed_packet(available_after: dict[str, int], text: str, latest: int) -> int | None:
-    """The packet after which an interim's `text` was available in the solo run, if its lag can
-    be timed from it: None for a text the solo run never showed, and for one it showed before
-    the sentence's latest timed interim (`latest`; -1 at the start). Random weights near logit
-    ties can send a text that goes back to an earlier one; timed from that earlier packet it
-    would read as up to a sentence of lag that no audio waited for."""
-    packet = available_after.get(text)
-    return None if packet is None or packet < latest else packet
+class Sends:
+    """When each packet of the current sentence was sent, by the connection's audio (bytes from
+    its first) once it was: an interim's `audio_ms` says how much audio its text needed, and
+    its lag runs from the send of the packet that completed that much."""
+
+    def __init__(self) -> None:
+        self.total = 0  # bytes sent on the connection, over every sentence
+        self._ends: list[int] = []  # of this sentence's packets: `total` after each
+        self._times: list[float] = []
+
+    def add(self, size: int, at: float) -> None:
+        self.total += size
+        self._ends.append(self.total)
+        self._times.append(at)
+
+    def clear(self) -> None:
+        """A new sentence: an answer needs only its audio (the last one's final has come)."""
+        self._ends.clear()
+        self._times.clear()
+
+    def time_of(self, audio_ms: float) -> float | None:
+        """When the packet completing `audio_ms` of the connection's audio was sent; None if it
+        was not sent in this sentence (an answer cannot need audio not yet sent)."""
+        index = bisect.bisect_left(self._ends, audio_ms * BYTES_PER_MS)
+        return self._times[index] if index < len(self._times) else None
 
 
 class ClientStats:
@@ -66,26 +83,17 @@ class ClientStats:
         self.finals = 0
         self.errors: list[str] = []
         self.interims = 0
-        self.unmatched = 0  # interims whose text the calibration pass never saw
-        self.behind = 0  # interims whose text the solo run had before an earlier interim's
+        self.untimed = 0  # interims a finalize's padding made available (no `audio_ms`)
         self.tokens = 0  # of the finalized sentences, streamed alone
         self.samples = 0
 
 
-async def calibrate(url: str, token: str | None, utterances: list[Utterance]) -> None:
-    """Learn, for each sentence, after which 20 ms packet each interim text becomes available:
-    stream it alone with a flush after every packet (the answer covers all complete chunks
-    received). Under load the same texts arrive later; the difference is the lag."""
+async def solo_finals(url: str, token: str | None, utterances: list[Utterance]) -> None:
+    """Stream each sentence alone, at once, and keep its final: the load's finals are compared
+    with it (batching must not change a text)."""
     async with AsrClient.connect(url, token=token) as client:
         for utterance in utterances:
-            for index, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
-                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
-                await client.flush()
-                event = await client.recv()
-                while not (isinstance(event, Transcript) and event.is_final):
-                    event = await client.recv()
-                if event.text:
-                    utterance.available_after.setdefault(event.text, index)
+            await client.send_audio(utterance.audio)
             await client.end()
             event = await client.recv()
             while not (isinstance(event, Transcript) and event.finalize):
@@ -108,9 +116,9 @@ async def run_client(
     await asyncio.sleep(delay)
     client = await AsrClient.connect(url, token=token)
     final = asyncio.Event()
-    sent_at: list[float] = []  # send time of each packet of the current sentence
+    sends = Sends()
     lag: list[float] = []  # of the current sentence's interims
-    current = {"utterance": utterances[0], "end_sent": 0.0, "latest": -1}
+    current = {"utterance": utterances[0], "end_sent": 0.0}
 
     async def receive() -> None:
         async for event in client:
@@ -120,12 +128,11 @@ async def run_client(
                 stats.errors.append(event.message)
             elif not event.is_final:
                 stats.interims += 1
-                packet = timed_packet(utterance.available_after, event.text, current["latest"])
-                stats.unmatched += event.text not in utterance.available_after
-                stats.behind += packet is None and event.text in utterance.available_after
-                if packet is not None and packet < len(sent_at):
-                    current["latest"] = packet
-                    lag.append(now - sent_at[packet])
+                sent = None if event.audio_ms is None else sends.time_of(event.audio_ms)
+                if sent is None:
+                    stats.untimed += 1
+                else:
+                    lag.append(now - sent)
             elif event.finalize:
                 stats.finalize.append(now - current["end_sent"])
                 stats.finals += 1
@@ -142,14 +149,14 @@ async def run_client(
         while time.perf_counter() < deadline:
             current["utterance"] = utterance = utterances[index % len(utterances)]
             index += 1
-            sent_at.clear()
+            sends.clear()
             lag.clear()
-            current["latest"] = -1
             start = time.perf_counter()
             for k, offset in enumerate(range(0, len(utterance.audio), PACKET_BYTES)):
                 await asyncio.sleep(max(0.0, start + k * PACKET_S - time.perf_counter()))
-                sent_at.append(time.perf_counter())
-                await client.send_audio(utterance.audio[offset : offset + PACKET_BYTES])
+                packet = utterance.audio[offset : offset + PACKET_BYTES]
+                sends.add(len(packet), time.perf_counter())
+                await client.send_audio(packet)
             final.clear()
             current["end_sent"] = time.perf_counter()
             await getattr(client, request)()

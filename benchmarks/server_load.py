@@ -7,19 +7,17 @@
 Starts the server (or uses --url), then for each N runs N clients for --seconds. Each client
 sends 20 ms PCM16 packets paced by the clock, cycling through the test sentences; after each
 sentence it sends `end` and waits for the final. Per N it reports:
-- lag: for every interim, arrival time minus the send time of the packet after which that text
-  was available. A calibration pass (one client, a flush after every packet, before the
-  load) finds that packet for each text; batching gives the same texts at any load. Interims
-  whose text that pass never saw are counted (`unmatched_interims`), and so are those whose
-  text it saw before an earlier interim's of the same sentence (`behind_interims`: random
-  weights going back to an earlier text; timed, they read as up to a sentence of lag that no
-  audio waited for, 2026-11-30); neither is timed. A model that emits
-  nothing sends no interims, and the lag is then reported as missing, not as a number.
-  The server's own lag (`asr_interim_lag_seconds`: frame that made a chunk ready arrived ->
-  its interim sent) is reported beside it from /metrics, with no text matching.
-  Counted for sentences that got their final; `exact_lag_ms` only for those whose final equals
-  the solo run's: random weights sit near logit ties, so in a batch a token can come a chunk
-  later than alone and its text then looks 160 ms late, the weights' doing, not the server's.
+- lag: for every interim, arrival time minus the send time of the packet that completed the
+  audio its text needed (the interim's `audio_ms`, protocol version 3): what a user's client
+  sees, network and the server's front processes included. Until 2026-11-30 it was timed from
+  the packet after which a solo run first showed the same text, and random weights, whose
+  tokens near logit ties can come a chunk later in a batch than alone, put a tail of one or
+  two chunks (160, 320 ms) on it that no audio waited for. Interims that a finalize's padding
+  made available carry no `audio_ms` and are counted, not timed (`untimed_interims`). A model
+  that emits nothing sends no interims, and the lag is then reported as missing, not as a
+  number. The server's own lag (`asr_interim_lag_seconds`: frame that made a chunk ready
+  arrived -> its interim sent) is reported beside it from /metrics. Counted for sentences
+  that got their final; `exact_lag_ms` only for those whose final equals the solo run's.
 - tokens per 80 ms frame: the server sends text, not tokens, so the benchmark streams every
   sentence alone through an engine of the server's configuration in this process (the same
   engine that calibrates random weights) and counts its tokens; a row's emission is that of
@@ -58,7 +56,7 @@ from pathlib import Path
 
 import nemotron_speech
 from benchmarks.common import RESULTS, ROOT, TINY_MODEL, cpu_model, write_result
-from benchmarks.load_clients import Utterance, calibrate, load_utterances
+from benchmarks.load_clients import Utterance, load_utterances, solo_finals
 from benchmarks.load_rows import print_row, run_level
 from benchmarks.server_profile import py_spy
 from nemotron_speech.server.__main__ import build_parser
@@ -193,7 +191,7 @@ def main() -> None:
     solo_runs(args, Path(work.name), utterances)
     server = None if args.url else serve(args)
     url = args.url or server.url
-    asyncio.run(calibrate(url, args.token, utterances))
+    asyncio.run(solo_finals(url, args.token, utterances))
     wrong = sum(u.final != u.text for u in utterances)
     if wrong and not args.full_size:
         print(f"warning: {wrong} sentences not transcribed exactly alone", file=sys.stderr)

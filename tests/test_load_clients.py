@@ -1,20 +1,32 @@
-"""`benchmarks.server_load`'s client lag: which interims it times, and from which packet."""
+"""`benchmarks.server_load`'s client lag: an interim is timed from the send of the packet that
+completed the audio its text needed (`audio_ms`), counted over the connection."""
 
 from __future__ import annotations
 
-from benchmarks.load_clients import timed_packet
+from benchmarks.load_clients import PACKET_BYTES, Sends
+from nemotron_speech.protocol import BYTES_PER_MS
 
-SOLO = {"we": 4, "we measure": 11, "we measured the": 19}  # text -> packet it came after, alone
-
-
-def test_an_interim_is_timed_from_the_packet_its_text_came_after_in_the_solo_run():
-    assert timed_packet(SOLO, "we", -1) == 4
-    assert timed_packet(SOLO, "we measure", 4) == 11
-    assert timed_packet(SOLO, "we measure", 11) == 11  # the same text again: still that packet
+PACKET_MS = PACKET_BYTES / BYTES_PER_MS  # 20 ms
 
 
-def test_a_text_the_solo_run_never_showed_or_showed_earlier_is_not_timed():
-    assert timed_packet(SOLO, "wee", -1) is None
-    # after "we measured the" (packet 19) the text went back to "we": timed from packet 4 it
-    # would read as 15 packets (300 ms) of lag that no audio waited for
-    assert timed_packet(SOLO, "we", 19) is None
+def test_an_interim_is_timed_from_the_packet_that_completed_its_audio():
+    sends = Sends()
+    for k in range(10):
+        sends.add(PACKET_BYTES, at=100.0 + k)
+    assert sends.time_of(PACKET_MS) == 100.0  # exactly the first packet's audio
+    assert sends.time_of(92.5) == 104.0  # inside the fifth packet: its send completed it
+    assert sends.time_of(10 * PACKET_MS) == 109.0
+    assert sends.time_of(10 * PACKET_MS + 0.5) is None  # audio not sent yet: not timed
+
+
+def test_audio_is_counted_over_the_connection_and_times_only_the_current_sentence():
+    sends = Sends()
+    for k in range(10):
+        sends.add(PACKET_BYTES, at=float(k))
+    sends.clear()  # the next sentence, after the last one's final
+    for k in range(5):
+        sends.add(PACKET_BYTES, at=50.0 + k)
+    assert sends.total == 15 * PACKET_BYTES
+    assert sends.time_of(11 * PACKET_MS) == 50.0  # the connection's 11th packet
+    assert sends.time_of(15 * PACKET_MS) == 54.0
+    assert sends.time_of(16 * PACKET_MS) is None

@@ -32,10 +32,15 @@ def test_server_messages_are_the_seeds_json():
     }  # fmt: skip
     assert json.loads(encode(Error("bad"))) == {"type": "error", "message": "bad"}
     assert json.loads(encode(Ready(chunk_ms=160.0, right_context=1))) == {
-        "type": "ready", "protocol_version": 2, "sample_rate": 16000, "chunk_ms": 160.0,
+        "type": "ready", "protocol_version": 3, "sample_rate": 16000, "chunk_ms": 160.0,
         "right_context": 1,
     }  # fmt: skip
     assert encode(End()) == '{"type":"end"}'
+    # version 3: an interim says how much audio its text needed; a message without it omits it
+    assert json.loads(encode(Transcript("hi", audio_ms=1360.0))) == {
+        "type": "transcript", "text": "hi", "is_final": False, "finalize": False,
+        "audio_ms": 1360.0,
+    }  # fmt: skip
     assert encode(Finalize()) == '{"type":"finalize"}'
     assert encode(Reset(finalize=False)) == '{"type":"reset","finalize":false}'
 
@@ -76,8 +81,15 @@ def test_parse_client_errors(text, error):
 
 
 def test_server_messages_round_trip():
-    for message in (Ready(chunk_ms=80.0), Transcript("a b", True, False), Error("x")):
+    messages = (
+        Ready(chunk_ms=80.0),
+        Transcript("a b", True, False),
+        Transcript("a", audio_ms=92.5),
+    )
+    for message in (*messages, Error("x")):
         assert parse_server_message(encode(message)) == message
+    with pytest.raises(ProtocolError, match="malformed transcript message"):
+        parse_server_message('{"type": "transcript", "text": "a", "audio_ms": "soon"}')
     with pytest.raises(ProtocolError, match='unknown message type "nope"'):
         parse_server_message('{"type": "nope"}')
     with pytest.raises(ProtocolError, match="malformed transcript message"):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import websockets
@@ -25,7 +26,7 @@ from server_fixtures import (
 )
 
 from nemotron_speech.client import AsrClient, AsrConnectionError
-from nemotron_speech.protocol import CloseCode, Error, Transcript
+from nemotron_speech.protocol import BYTES_PER_MS, CloseCode, Error, Transcript
 from nemotron_speech.server.metrics import LAG_PARTS, SCHEDULER_ACTIVITIES
 from nemotron_speech.server.scheduler import IDLE_SPELL_S
 from nemotron_speech.testing.sentences import SENTENCES
@@ -81,7 +82,7 @@ async def test_seed_style_session(server, audio):
     """ready -> interims (each a new text, never final) -> final on end, with raw websockets."""
     async with websockets.connect(server.url, additional_headers=headers()) as ws:
         assert json.loads(await ws.recv()) == {
-            "type": "ready", "protocol_version": 2, "sample_rate": 16000, "chunk_ms": 160.0,
+            "type": "ready", "protocol_version": 3, "sample_rate": 16000, "chunk_ms": 160.0,
             "right_context": 1,
         }  # fmt: skip
         for frame in frames(audio[0], 16000):  # the seed's client sent 500 ms frames
@@ -131,13 +132,42 @@ async def test_reset_then_next_utterance_on_same_stream(server, audio):
     assert third[-1].text == SENTENCES[4]
 
 
+async def test_interims_say_how_much_audio_their_text_needed(server, audio):
+    """`audio_ms` counts the connection's audio from its first byte, over every utterance: each
+    interim's is past the one before, and never past what the client had sent when the interim
+    came (a client times its lag from the send of that audio)."""
+    sent, needed = [0], []
+    async with AsrClient.connect(server.url, token=TOKEN) as client:
+
+        async def receive() -> None:
+            for _ in range(2):
+                for event in await events_until_final(client):
+                    if not event.is_final and event.audio_ms is not None:
+                        needed.append(event.audio_ms)
+                        assert event.audio_ms * BYTES_PER_MS <= sent[0]
+
+        receiver = asyncio.create_task(receive())
+        for sentence in audio[2], audio[3]:
+            for frame in frames(sentence):
+                await asyncio.sleep(len(frame) / 32000)  # real time: texts come from chunks
+                await client.send_audio(frame)
+                sent[0] += len(frame)
+            await client.end()
+        await receiver
+    assert needed == sorted(set(needed))
+    assert min(needed) < len(audio[2]) / BYTES_PER_MS < max(needed)  # both utterances counted
+
+
 async def test_sixteen_concurrent_clients_match_solo_runs(server, audio):
     solo = [await transcribe(server.url, a) for a in audio]
     single, steps = server.metric(BATCH_OF_ONE), server.metric("asr_step_batch_size_count")
     together = await asyncio.gather(*(transcribe(server.url, a) for a in audio))
     for index, (alone, batched) in enumerate(zip(solo, together, strict=True)):
         assert batched[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
-        assert batched == alone
+        # how much audio each text needed depends on when its audio came: texts and flags only
+        assert [replace(e, audio_ms=None) for e in batched] == [
+            replace(e, audio_ms=None) for e in alone
+        ]
     batched_steps = server.metric("asr_step_batch_size_count") - steps
     assert server.metric(BATCH_OF_ONE) - single < batched_steps, "no step batched two streams"
 

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
 
-PROTOCOL_VERSION = 2  # 2: the `finalize` message
+PROTOCOL_VERSION = 3  # 2: the `finalize` message; 3: interims' `audio_ms`
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2  # bytes per PCM16 sample
+BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000
 
 
 class CloseCode(IntEnum):
@@ -87,11 +88,16 @@ class Ready:
 class Transcript:
     """Text of the current utterance. Interims (`is_final=False`) come only when the text changes.
     Finals answer a finalize, reset or end with `finalize=True` (the words since the previous
-    such final), and a flush with `finalize=False` (the current text; nothing changes)."""
+    such final), and a flush with `finalize=False` (the current text; nothing changes).
+
+    `audio_ms` (version 3, interims only): how much of the connection's audio, in ms from its
+    first byte, had arrived when this text became available, so a client can time the answer
+    from when it sent that audio. None (not sent) where a finalize's padding made it available."""
 
     text: str
     is_final: bool = False
     finalize: bool = False
+    audio_ms: float | None = None
     type: str = "transcript"
 
 
@@ -111,8 +117,9 @@ ServerMessage = Ready | Transcript | Error
 
 
 def encode(message: ClientMessage | ServerMessage) -> str:
-    """JSON text of a message, `type` first as the seed's server wrote it."""
-    fields = asdict(message)
+    """JSON text of a message, `type` first as the seed's server wrote it; fields that are None
+    are left out (an optional field a message does not carry)."""
+    fields = {name: value for name, value in asdict(message).items() if value is not None}
     return json.dumps({"type": fields.pop("type"), **fields}, separators=(",", ":"))
 
 
@@ -151,6 +158,7 @@ def parse_server_message(text: str) -> ServerMessage:
                 text=str(fields["text"]),
                 is_final=bool(fields.get("is_final", False)),
                 finalize=bool(fields.get("finalize", False)),
+                audio_ms=None if fields.get("audio_ms") is None else float(fields["audio_ms"]),
             )
         if kind == "error":
             return Error(message=str(fields.get("message", "")))

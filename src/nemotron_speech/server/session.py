@@ -22,12 +22,13 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from nemotron_speech.protocol import (
+    BYTES_PER_MS,
     SAMPLE_RATE,
     SAMPLE_WIDTH,
     CloseCode,
@@ -272,9 +273,11 @@ class Session:
             self._wake_reader.set()
             return
         if isinstance(event, Interim):  # when its audio came, looked up before it is forgotten
-            at = None if event.audio_bytes is None else self._arrivals.of(event.audio_bytes)
-            timed = _TimedInterim(event.transcript, at, event.ready_at, event.done_at)
-            self._outbox.put_nowait(timed)
+            transcript, at = event.transcript, None
+            if event.audio_bytes is not None:
+                transcript = replace(transcript, audio_ms=event.audio_bytes / BYTES_PER_MS)
+                at = self._arrivals.of(event.audio_bytes)
+            self._outbox.put_nowait(_TimedInterim(transcript, at, event.ready_at, event.done_at))
             return
         if isinstance(event, Transcript) and event.finalize:
             self._finals_due -= 1
