@@ -1,9 +1,10 @@
 """What the benchmarks share: where the test assets are, their speech, the machine's name, the one
-percentile definition every table in docs/benchmarks.md is computed with, and the CPU and GPU use
-of a process tree."""
+percentile definition every table in docs/benchmarks.md is computed with, the CPU and GPU use
+of a process tree, and which code ran (for a run's JSON)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+import nemotron_speech
 from nemotron_speech.evaluation.metrics import percentile as _percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +129,13 @@ def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def code_identity() -> dict:
+    """Which nemotron_speech ran: where it was imported from and a hash of its sources (a copy
+    on a GPU machine has no git history; hash a checkout's `src/nemotron_speech` to compare)."""
+    package = Path(nemotron_speech.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return {"package": str(package), "sources_sha256": digest.hexdigest()}

@@ -36,6 +36,7 @@ import torch
 from benchmarks.common import (
     RESULTS,
     TINY_MODEL,
+    code_identity,
     cpu_model,
     percentile,
     speech_audio,
@@ -116,6 +117,7 @@ def measure(args, model, model_name: str) -> dict:
         "model": model_name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "command": " ".join(sys.argv),
+        "code": code_identity(),
         "steps": [],
         "variants": {},
     }

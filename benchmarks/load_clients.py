@@ -54,6 +54,7 @@ class Sends:
 
     def __init__(self) -> None:
         self.total = 0  # bytes sent on the connection, over every sentence
+        self._before = 0  # ... before this sentence
         self._ends: list[int] = []  # of this sentence's packets: `total` after each
         self._times: list[float] = []
 
@@ -64,14 +65,16 @@ class Sends:
 
     def clear(self) -> None:
         """A new sentence: an answer needs only its audio (the last one's final has come)."""
+        self._before = self.total
         self._ends.clear()
         self._times.clear()
 
     def time_of(self, audio_ms: float) -> float | None:
-        """When the packet completing `audio_ms` of the connection's audio was sent; None if it
-        was not sent in this sentence (an answer cannot need audio not yet sent)."""
-        index = bisect.bisect_left(self._ends, audio_ms * BYTES_PER_MS)
-        return self._times[index] if index < len(self._times) else None
+        """When the packet completing `audio_ms` of the connection's audio was sent; None if that
+        audio was not sent in this sentence."""
+        needed = audio_ms * BYTES_PER_MS
+        index = bisect.bisect_left(self._ends, needed)
+        return self._times[index] if needed > self._before and index < len(self._times) else None
 
 
 class ClientStats:
@@ -83,7 +86,7 @@ class ClientStats:
         self.finals = 0
         self.errors: list[str] = []
         self.interims = 0
-        self.untimed = 0  # interims a finalize's padding made available (no `audio_ms`)
+        self.untimed = 0  # interims of chunks run after the sentence's `end` (no `audio_ms`)
         self.tokens = 0  # of the finalized sentences, streamed alone
         self.samples = 0
 

@@ -202,6 +202,6 @@ def print_row(row: dict, header: bool) -> None:
     if row["profile"]:
         print_summary(row["profile"])
     if row["untimed_interims"]:
-        print(f"{row['untimed_interims']} interims came from a finalize's padding (not timed)")
+        print(f"{row['untimed_interims']} interims came from chunks run after `end` (not timed)")
     if not row["valid"]:
         print(invalid_note(row), flush=True)

@@ -172,7 +172,8 @@ def full_size(work: Path, device: str):
 
     model = build_full_size(work).eval()
     configure_decoding(model)
-    return model.to(torch.device(device)), weights_sha256(model)
+    checksum = weights_sha256(model)  # on the CPU, before 0.6 B parameters move
+    return model.to(torch.device(device)), checksum
 
 
 def restorer(model):

@@ -12,9 +12,10 @@ sentence it sends `end` and waits for the final. Per N it reports:
   sees, network and the server's front processes included. Until 2026-11-30 it was timed from
   the packet after which a solo run first showed the same text, and random weights, whose
   tokens near logit ties can come a chunk later in a batch than alone, put a tail of one or
-  two chunks (160, 320 ms) on it that no audio waited for. Interims that a finalize's padding
-  made available carry no `audio_ms` and are counted, not timed (`untimed_interims`). A model
-  that emits nothing sends no interims, and the lag is then reported as missing, not as a
+  two chunks (160, 320 ms) on it that no audio waited for (inferred: on an H200 at 1,024
+  streams its p99 was its p50 plus one chunk, docs/benchmarks.md). Interims of chunks run after
+  a sentence's `end` carry no `audio_ms` and are counted, not timed (`untimed_interims`). A
+  model that emits nothing sends no interims, and the lag is then reported as missing, not as a
   number. The server's own lag (`asr_interim_lag_seconds`: frame that made a chunk ready
   arrived -> its interim sent) is reported beside it from /metrics. Counted for sentences
   that got their final; `exact_lag_ms` only for those whose final equals the solo run's.
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import platform
 import shutil
@@ -54,8 +54,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-import nemotron_speech
-from benchmarks.common import RESULTS, ROOT, TINY_MODEL, cpu_model, write_result
+from benchmarks.common import RESULTS, ROOT, TINY_MODEL, code_identity, cpu_model, write_result
 from benchmarks.load_clients import Utterance, load_utterances, solo_finals
 from benchmarks.load_rows import print_row, run_level
 from benchmarks.server_profile import py_spy
@@ -234,16 +233,6 @@ def main() -> None:
         "rows": rows,
     }
     write_result(args.out, result)
-
-
-def code_identity() -> dict:
-    """Which nemotron_speech ran: where it was imported from and a hash of its sources (a copy
-    on a GPU machine has no git history; hash a checkout's `src/nemotron_speech` to compare)."""
-    package = Path(nemotron_speech.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return {"package": str(package), "sources_sha256": digest.hexdigest()}
 
 
 if __name__ == "__main__":

@@ -30,3 +30,4 @@ def test_audio_is_counted_over_the_connection_and_times_only_the_current_sentenc
     assert sends.time_of(11 * PACKET_MS) == 50.0  # the connection's 11th packet
     assert sends.time_of(15 * PACKET_MS) == 54.0
     assert sends.time_of(16 * PACKET_MS) is None
+    assert sends.time_of(10 * PACKET_MS) is None  # the last sentence's audio: not this one's

@@ -88,8 +88,12 @@ def test_server_messages_round_trip():
     )
     for message in (*messages, Error("x")):
         assert parse_server_message(encode(message)) == message
-    with pytest.raises(ProtocolError, match="malformed transcript message"):
-        parse_server_message('{"type": "transcript", "text": "a", "audio_ms": "soon"}')
+    for bad in ('"soon"', '"12"', "true", "NaN", "[1]"):
+        with pytest.raises(ProtocolError, match="malformed transcript message.*audio_ms"):
+            parse_server_message(f'{{"type": "transcript", "text": "a", "audio_ms": {bad}}}')
+    assert parse_server_message('{"type": "transcript", "text": "a", "audio_ms": 160}') == (
+        Transcript("a", audio_ms=160.0)
+    )
     with pytest.raises(ProtocolError, match='unknown message type "nope"'):
         parse_server_message('{"type": "nope"}')
     with pytest.raises(ProtocolError, match="malformed transcript message"):

@@ -133,29 +133,35 @@ async def test_reset_then_next_utterance_on_same_stream(server, audio):
 
 
 async def test_interims_say_how_much_audio_their_text_needed(server, audio):
-    """`audio_ms` counts the connection's audio from its first byte, over every utterance: each
-    interim's is past the one before, and never past what the client had sent when the interim
-    came (a client times its lag from the send of that audio)."""
-    sent, needed = [0], []
+    """`audio_ms` is the point in the connection's audio (from its first byte, over every
+    utterance) at which the text's chunk was ready: chunk boundaries, 160 ms apart from each
+    utterance's start, past the one before, and never past what the client had sent when the
+    interim came (a client times its lag from the send of that audio)."""
+    sent, needed = [0], [[], []]  # per utterance
     async with AsrClient.connect(server.url, token=TOKEN) as client:
+        chunk_ms = client.ready.chunk_ms
 
         async def receive() -> None:
-            for _ in range(2):
+            for utterance in needed:
                 for event in await events_until_final(client):
                     if not event.is_final and event.audio_ms is not None:
-                        needed.append(event.audio_ms)
+                        utterance.append(event.audio_ms)
                         assert event.audio_ms * BYTES_PER_MS <= sent[0]
 
         receiver = asyncio.create_task(receive())
         for sentence in audio[2], audio[3]:
             for frame in frames(sentence):
                 await asyncio.sleep(len(frame) / 32000)  # real time: texts come from chunks
+                sent[0] += len(frame)  # before the send, which may let the receiver run
                 await client.send_audio(frame)
-                sent[0] += len(frame)
             await client.end()
         await receiver
-    assert needed == sorted(set(needed))
-    assert min(needed) < len(audio[2]) / BYTES_PER_MS < max(needed)  # both utterances counted
+    first, second = needed
+    assert first and second and first + second == sorted(set(first + second))
+    origin = len(audio[2]) / BYTES_PER_MS  # the second utterance starts after the first's audio
+    phase = first[0] % chunk_ms  # where the first chunk ends: boundaries are 160 ms on from it
+    assert [ms % chunk_ms for ms in first] == [phase] * len(first)
+    assert [(ms - origin) % chunk_ms for ms in second] == [phase] * len(second)
 
 
 async def test_sixteen_concurrent_clients_match_solo_runs(server, audio):
@@ -164,10 +170,12 @@ async def test_sixteen_concurrent_clients_match_solo_runs(server, audio):
     together = await asyncio.gather(*(transcribe(server.url, a) for a in audio))
     for index, (alone, batched) in enumerate(zip(solo, together, strict=True)):
         assert batched[-1] == Transcript(SENTENCES[index], is_final=True, finalize=True)
-        # how much audio each text needed depends on when its audio came: texts and flags only
+        # an interim has `audio_ms` unless its chunk ran after `end`, which timing decides
         assert [replace(e, audio_ms=None) for e in batched] == [
             replace(e, audio_ms=None) for e in alone
         ]
+        both = [(a.audio_ms, b.audio_ms) for a, b in zip(alone, batched, strict=True)]
+        assert all(a == b for a, b in both if a is not None and b is not None)
     batched_steps = server.metric("asr_step_batch_size_count") - steps
     assert server.metric(BATCH_OF_ONE) - single < batched_steps, "no step batched two streams"
 

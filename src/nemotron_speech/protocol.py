@@ -12,6 +12,7 @@ text frame with a `"type"` field.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
@@ -91,8 +92,9 @@ class Transcript:
     such final), and a flush with `finalize=False` (the current text; nothing changes).
 
     `audio_ms` (version 3, interims only): how much of the connection's audio, in ms from its
-    first byte, had arrived when this text became available, so a client can time the answer
-    from when it sent that audio. None (not sent) where a finalize's padding made it available."""
+    first byte, had to arrive for this text's chunk to be ready, so a client can time the answer
+    from when it sent that audio. None (not sent) on chunks run between a finalize, reset or end
+    and its final."""
 
     text: str
     is_final: bool = False
@@ -158,13 +160,22 @@ def parse_server_message(text: str) -> ServerMessage:
                 text=str(fields["text"]),
                 is_final=bool(fields.get("is_final", False)),
                 finalize=bool(fields.get("finalize", False)),
-                audio_ms=None if fields.get("audio_ms") is None else float(fields["audio_ms"]),
+                audio_ms=_milliseconds(fields.get("audio_ms")),
             )
         if kind == "error":
             return Error(message=str(fields.get("message", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed {kind} message: {exc!r}") from None
     raise ProtocolError(_unknown_type(kind, ("ready", "transcript", "error")))
+
+
+def _milliseconds(value: object) -> float | None:
+    """An optional number field: absent (None) or a finite number, never a bool or a string."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"audio_ms must be a number of milliseconds, got {json.dumps(value)}")
+    return float(value)
 
 
 def _json_object(text: str) -> dict[str, Any]:
