@@ -9,18 +9,20 @@
 A standalone script: `uv run` reads the metadata block above and runs it with only `websockets`,
 from any directory, without this project installed (any Python 3.11+ with `websockets` runs it
 too). It speaks the wire protocol of docs/protocol.md itself, so it is also a small reference
-client. Prints the interims as they arrive, the final transcript, the interim count, the
-real-time factor (wall time from first audio to final / audio duration) and two finalization
-latencies: last audio sent -> final, and end signal sent -> final. The WAV must be 16 kHz mono
-PCM16, the server's input format. Sent unpaced (no --realtime), the audio goes as fast as the
-server reads it: a server that falls behind stops reading (TCP backpressure), so a long file
-simply takes as long as the server needs.
+client. Prints the interims as they arrive, each with its lag (from the send of the audio its
+text needed, which the server states as `audio_ms`, protocol version 3), the final transcript,
+the interim count, the real-time factor (wall time from first audio to final / audio duration)
+and two finalization latencies: last audio sent -> final, and end signal sent -> final. The WAV
+must be 16 kHz mono PCM16, the server's input format. Sent unpaced (no --realtime), the audio
+goes as fast as the server reads it: a server that falls behind stops reading (TCP
+backpressure), so a long file simply takes as long as the server needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import sys
@@ -88,9 +90,28 @@ def closed(websocket: ClientConnection, when: str = "") -> str:
     return f"the server closed the connection{when}: {code} {reason}".rstrip()
 
 
-async def receive(websocket: ClientConnection) -> tuple[str, int]:
-    """Print interims and errors until the final that answers `end`; return its text and the
-    interim count."""
+class Sends:
+    """When each frame was sent, by the audio sent once it was (bytes): an interim's lag runs
+    from the send of the frame that completed its `audio_ms`."""
+
+    def __init__(self) -> None:
+        self.ends: list[int] = []
+        self.times: list[float] = []
+
+    def add(self, size: int) -> None:
+        self.ends.append((self.ends[-1] if self.ends else 0) + size)
+        self.times.append(time.perf_counter())
+
+    def lag_ms(self, audio_ms: float) -> float | None:
+        index = bisect.bisect_left(self.ends, audio_ms * SAMPLE_RATE * SAMPLE_WIDTH / 1000)
+        if index == len(self.times):
+            return None  # not sent yet: a server that is not this protocol's
+        return 1000 * (time.perf_counter() - self.times[index])
+
+
+async def receive(websocket: ClientConnection, sends: Sends) -> tuple[str, int]:
+    """Print interims (with their lag, where the server says which audio they needed) and
+    errors until the final that answers `end`; return its text and the interim count."""
     interims = 0
     try:
         async for message in websocket:
@@ -101,7 +122,9 @@ async def receive(websocket: ClientConnection) -> tuple[str, int]:
                 continue
             elif not event.get("is_final"):
                 interims += 1
-                print(f"  interim: {event['text']}")
+                needed = event.get("audio_ms")  # protocol version 3; absent after `end`
+                lag = None if needed is None else sends.lag_ms(needed)
+                print(f"  interim: {event['text']}" + ("" if lag is None else f" ({lag:.0f} ms)"))
             elif event.get("finalize"):  # the final that answers `end` (a reset)
                 return event["text"], interims
     except ConnectionClosed:  # closed with an error code; a normal close just ends the loop
@@ -113,7 +136,8 @@ async def stream(args: argparse.Namespace) -> None:
     audio = read_pcm16(args.audio)
     step = int(SAMPLE_RATE * args.chunk_ms / 1000) * SAMPLE_WIDTH
     async with await open_stream(args.url, args.token) as websocket:
-        receiver = asyncio.create_task(receive(websocket))
+        sends = Sends()
+        receiver = asyncio.create_task(receive(websocket, sends))
         started = time.perf_counter()
         try:
             for index, offset in enumerate(range(0, len(audio), step)):
@@ -121,6 +145,7 @@ async def stream(args: argparse.Namespace) -> None:
                     await asyncio.sleep(
                         max(0.0, started + index * args.chunk_ms / 1000 - time.perf_counter())
                     )
+                sends.add(len(audio[offset : offset + step]))  # before the send may yield
                 await websocket.send(audio[offset : offset + step])
             last_audio = time.perf_counter()
             await websocket.send(json.dumps({"type": "end"}))
