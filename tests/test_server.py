@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import websockets
@@ -48,6 +50,7 @@ SCHEDULER = {a: f'asr_scheduler_seconds_total{{activity="{a}"}}' for a in SCHEDU
 # Far shorter than the engine needs for the 8 s bound, so a stream held there is closed; the
 # other tests here send at most ~6 s per stream and are never held.
 BACKPRESSURE_TIMEOUT = 0.02
+BINARY = re.compile(r"<binary (\d+) bytes>(?:\s+x(\d+))?")  # the recorded session's frames
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +101,40 @@ async def test_seed_style_session(server, audio):
     texts = [m["text"] for m in partials]
     assert all(a != b for a, b in zip(texts, texts[1:], strict=False)), "repeated interim"
     assert all(text for text in texts), "interim for silence"
+
+
+async def test_the_protocol_docs_recorded_session_replays(server, audio):
+    """docs/protocol.md's recorded session, replayed: its client lines drive the client (the
+    frames of speech 11 at real time, each line sent once the server lines above it came) and
+    the server says exactly its server lines."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    block = doc.split("Recorded on", 1)[1].split("```", 2)[1]
+    lines = [line.split(maxsplit=1) for line in block.strip().splitlines()]
+    expected = [json.loads(text) for side, text in lines if side == "S"]
+    received: list[dict] = []
+    async with websockets.connect(server.url, additional_headers=headers()) as ws:
+
+        async def receive(count: int) -> None:
+            while len(received) < count:
+                received.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+
+        rest, due = audio[11], 0
+        for side, text in lines:
+            if side == "S":
+                due += 1
+                continue
+            await receive(due)
+            sizes = [(int(n), int(times or 1)) for n, times in BINARY.findall(text)]
+            for size, times in sizes:
+                for _ in range(times):
+                    await asyncio.sleep(size / 32000)  # real time
+                    frame, rest = rest[:size], rest[size:]
+                    await ws.send(frame)
+            if not sizes:
+                await ws.send(text.split("  ")[0])
+        await receive(due)
+        assert not rest, "the session's frames are the whole file"
+    assert received == expected
 
 
 async def test_flush_keeps_state(server, audio):
