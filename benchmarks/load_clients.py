@@ -88,7 +88,8 @@ class ClientStats:
         self.interims = 0
         self.untimed = 0  # interims of chunks run after the sentence's `end` (no `audio_ms`)
         self.tokens = 0  # of the finalized sentences, streamed alone
-        self.samples = 0
+        self.samples = 0  # ... their audio
+        self.sent_bytes = 0  # all audio sent
 
 
 async def solo_finals(url: str, token: str | None, utterances: list[Utterance]) -> None:
@@ -165,6 +166,7 @@ async def run_client(
             await getattr(client, request)()
             await asyncio.wait_for(final.wait(), 30)
     receiver.cancel()
+    stats.sent_bytes = sends.total
 
 
 def client_group(

@@ -14,6 +14,7 @@ from benchmarks.common import GpuSampler, percentile, process_tree_cpu_seconds
 from benchmarks.load_clients import Utterance, client_group
 from benchmarks.random_weights import emission, invalid_note
 from benchmarks.server_profile import ServerProfiler, print_summary
+from nemotron_speech.protocol import SAMPLE_RATE, SAMPLE_WIDTH
 from nemotron_speech.server.launcher import read_metrics
 from nemotron_speech.server.metrics import LAG_BUCKETS, LAG_PARTS, SCHEDULER_ACTIVITIES
 
@@ -54,6 +55,8 @@ def run_level(args, url: str, n: int, pid: int | None, utterances: list[Utteranc
     finalize = [x for s in stats for x in s.finalize]
     cpu = cpu_percent(cpu_before, cpu_after, wall)
     tokens, samples = sum(s.tokens for s in stats), sum(s.samples for s in stats)
+    fed = after["asr_audio_seconds_total"] - before["asr_audio_seconds_total"]
+    sent = sum(s.sent_bytes for s in stats) / (SAMPLE_RATE * SAMPLE_WIDTH)
     return {
         "clients": n,
         "client_processes": len(groups),
@@ -69,6 +72,8 @@ def run_level(args, url: str, n: int, pid: int | None, utterances: list[Utteranc
         "errors": sum(len(s.errors) for s in stats),
         "interims": sum(s.interims for s in stats),
         "untimed_interims": sum(s.untimed for s in stats),
+        # every byte sent reached the engine (`asr_audio_seconds_total`): none dropped
+        "audio_seconds": {"sent": round(sent, 3), "fed": round(fed, 3)},
         **emission(tokens, samples, args.full_size),
         **cpu,
         "server_cpu_percent_per_stream": (
@@ -201,6 +206,8 @@ def print_row(row: dict, header: bool) -> None:
         ))  # fmt: skip
     if row["profile"]:
         print_summary(row["profile"])
+    if (audio := row["audio_seconds"])["fed"] != audio["sent"]:
+        print(f"AUDIO LOST: {audio['sent']} s sent, {audio['fed']} s reached the engine")
     if row["untimed_interims"]:
         print(f"{row['untimed_interims']} interims came from chunks run after `end` (not timed)")
     if not row["valid"]:

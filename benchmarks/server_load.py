@@ -27,6 +27,8 @@ sentence it sends `end` and waits for the final. Per N it reports:
 - finalize: `end` (or `finalize`, with --final-request finalize) sent -> final received.
 - exact: finals equal to the final of the same sentence streamed alone (for the test model that
   is the sentence itself; with --full-size random weights, garbage, but the same garbage).
+- audio_seconds: the audio the clients sent and what reached the engine
+  (`asr_audio_seconds_total`); they are equal unless audio was lost (printed as AUDIO LOST).
 - server CPU (% of one core, from /proc, summed over the server and all its descendant
   processes, e.g. --workers fronts and the engine process; in brackets the busiest process, the
   bound when it nears 100; the JSON has every process and the main thread, a one-process
